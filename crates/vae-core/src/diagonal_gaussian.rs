@@ -1,0 +1,207 @@
+//! The diagonal Gaussian: the approximate posterior q(z|x) and the standard-normal prior p(z).
+
+use burn::tensor::{Distribution, Tensor, backend::Backend};
+
+use crate::units::LN_2PI;
+
+/// A batch of diagonal Gaussians N(μ, diag(σ²)), one per row: the approximate posterior
+/// q(z|x) an encoder produces.
+///
+/// Parameters have shape `[N, L]` (batch × latent). Samples have shape `[S, N, L]`
+/// (samples × batch × latent); log-densities of samples have shape `[S, N]`; per-example
+/// quantities (entropy, KL) have shape `[N]`. All log-densities and divergences are in nats and
+/// summed over the L latent dimensions.
+///
+/// # Log-variance clamping
+///
+/// [`DiagonalGaussian::new`] clamps log σ² to [`LOG_VAR_MIN`](Self::LOG_VAR_MIN)`..=`
+/// [`LOG_VAR_MAX`](Self::LOG_VAR_MAX) = −30..=20, i.e. σ ∈ [3.1e-7, 2.2e4]. An encoder's
+/// unconstrained output can otherwise overflow `exp` (σ² = e^89 is `inf` in f32) or make
+/// log q(z|x) huge; the bounds are far outside anything a healthy model uses, so they never bias
+/// a trained model, and the clamp's zero gradient outside them only stops a divergence that is
+/// already under way. Use [`DiagonalGaussian::new_unclamped`] to opt out.
+#[derive(Debug, Clone)]
+pub struct DiagonalGaussian<B: Backend> {
+    mean: Tensor<B, 2>,
+    log_var: Tensor<B, 2>,
+}
+
+impl<B: Backend> DiagonalGaussian<B> {
+    /// Lower bound applied to log σ² by [`DiagonalGaussian::new`] (σ ≈ 3.1e-7).
+    pub const LOG_VAR_MIN: f64 = -30.0;
+    /// Upper bound applied to log σ² by [`DiagonalGaussian::new`] (σ ≈ 2.2e4).
+    pub const LOG_VAR_MAX: f64 = 20.0;
+
+    /// N(mean, diag(exp(log_var))), with log σ² clamped to
+    /// [`LOG_VAR_MIN`](Self::LOG_VAR_MIN)`..=`[`LOG_VAR_MAX`](Self::LOG_VAR_MAX).
+    ///
+    /// # Panics
+    /// If `mean` and `log_var` do not have the same `[N, L]` shape.
+    pub fn new(mean: Tensor<B, 2>, log_var: Tensor<B, 2>) -> Self {
+        let log_var = log_var.clamp(Self::LOG_VAR_MIN, Self::LOG_VAR_MAX);
+        Self::new_unclamped(mean, log_var)
+    }
+
+    /// N(mean, diag(exp(log_var))) exactly as given, without the log-variance clamp.
+    ///
+    /// # Panics
+    /// If `mean` and `log_var` do not have the same `[N, L]` shape.
+    pub fn new_unclamped(mean: Tensor<B, 2>, log_var: Tensor<B, 2>) -> Self {
+        assert_eq!(
+            mean.dims(),
+            log_var.dims(),
+            "DiagonalGaussian: mean and log_var must have the same [batch, latent] shape"
+        );
+        Self { mean, log_var }
+    }
+
+    /// The standard normal N(0, I) for `batch` rows of `latent` dimensions: the VAE prior p(z).
+    pub fn standard(batch: usize, latent: usize, device: &B::Device) -> Self {
+        Self {
+            mean: Tensor::zeros([batch, latent], device),
+            log_var: Tensor::zeros([batch, latent], device),
+        }
+    }
+
+    /// μ, shape `[N, L]`.
+    pub fn mean(&self) -> Tensor<B, 2> {
+        self.mean.clone()
+    }
+
+    /// log σ², shape `[N, L]` (after clamping, if constructed with [`DiagonalGaussian::new`]).
+    pub fn log_var(&self) -> Tensor<B, 2> {
+        self.log_var.clone()
+    }
+
+    /// σ = exp(½ log σ²), shape `[N, L]`.
+    pub fn std(&self) -> Tensor<B, 2> {
+        self.log_var.clone().mul_scalar(0.5).exp()
+    }
+
+    /// Batch size N.
+    pub fn batch_size(&self) -> usize {
+        self.mean.dims()[0]
+    }
+
+    /// Latent dimensionality L.
+    pub fn latent_dim(&self) -> usize {
+        self.mean.dims()[1]
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> B::Device {
+        self.mean.device()
+    }
+
+    /// The reparameterisation z = μ + σ ⊙ ε for given noise ε of shape `[S, N, L]`.
+    ///
+    /// Gradients flow to μ and σ, not to ε. Passing ε explicitly makes an estimate
+    /// deterministic (tests use symmetric sigma points to take expectations exactly).
+    pub fn reparameterize(&self, eps: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [_, n, l] = eps.dims();
+        assert_eq!(
+            [n, l],
+            self.mean.dims(),
+            "DiagonalGaussian::reparameterize: noise must be [samples, batch, latent]"
+        );
+        self.mean.clone().unsqueeze_dim::<3>(0) + self.std().unsqueeze_dim::<3>(0) * eps
+    }
+
+    /// `samples` reparameterised draws z ~ q, shape `[S, N, L]` with S = `samples`.
+    pub fn rsample(&self, samples: usize) -> Tensor<B, 3> {
+        let [n, l] = self.mean.dims();
+        let eps = Tensor::random(
+            [samples, n, l],
+            Distribution::Normal(0.0, 1.0),
+            &self.device(),
+        );
+        self.reparameterize(eps)
+    }
+
+    /// log N(z; μ, σ²) per latent dimension, shape `[S, N, L]`, nats.
+    pub fn log_prob_per_dim(&self, z: Tensor<B, 3>) -> Tensor<B, 3> {
+        let mean = self.mean.clone().unsqueeze_dim::<3>(0);
+        let log_var = self.log_var.clone().unsqueeze_dim::<3>(0);
+        let inv_var = log_var.clone().neg().exp();
+        // −½ [ln 2π + ln σ² + (z − μ)² / σ²]
+        ((z - mean).powi_scalar(2) * inv_var + log_var + LN_2PI).mul_scalar(-0.5)
+    }
+
+    /// log q(z) = Σ_l log N(z_l; μ_l, σ_l²), shape `[S, N]`, nats.
+    pub fn log_prob(&self, z: Tensor<B, 3>) -> Tensor<B, 2> {
+        self.log_prob_per_dim(z).sum_dim(2).squeeze_dim::<2>(2)
+    }
+
+    /// Differential entropy H[q] = Σ_l ½ (1 + ln 2π + ln σ_l²), shape `[N]`, nats.
+    pub fn entropy(&self) -> Tensor<B, 1> {
+        (self.log_var.clone() + (1.0 + LN_2PI))
+            .mul_scalar(0.5)
+            .sum_dim(1)
+            .squeeze_dim::<1>(1)
+    }
+
+    /// KL(q ‖ N(0, I)) per latent dimension, shape `[N, L]`, nats, each entry ≥ 0:
+    /// ½ (μ² + σ² − 1 − ln σ²).
+    ///
+    /// σ² − 1 − ln σ² ≥ 0 holds exactly but cancels catastrophically near σ = 1, where rounding
+    /// can leave −1e-8; entries are clamped at 0 so a reported KL is never negative.
+    pub fn kl_standard_normal_per_dim(&self) -> Tensor<B, 2> {
+        let log_var = self.log_var.clone();
+        (self.mean.clone().powi_scalar(2) + log_var.clone().exp() - log_var - 1.0)
+            .mul_scalar(0.5)
+            .clamp_min(0.0)
+    }
+
+    /// KL(q ‖ N(0, I)) = Σ_l ½ (μ_l² + σ_l² − 1 − ln σ_l²), shape `[N]`, nats, ≥ 0.
+    pub fn kl_standard_normal(&self) -> Tensor<B, 1> {
+        self.kl_standard_normal_per_dim()
+            .sum_dim(1)
+            .squeeze_dim::<1>(1)
+    }
+
+    /// KL(self ‖ other) per latent dimension between diagonal Gaussians, shape `[N, L]`, nats,
+    /// each entry ≥ 0: ½ [ln σ_p² − ln σ_q² + (σ_q² + (μ_q − μ_p)²) / σ_p² − 1].
+    ///
+    /// # Panics
+    /// If the two batches have different shapes.
+    pub fn kl_divergence_per_dim(&self, other: &Self) -> Tensor<B, 2> {
+        assert_eq!(
+            self.mean.dims(),
+            other.mean.dims(),
+            "DiagonalGaussian::kl_divergence: both distributions must be [batch, latent] of the same shape"
+        );
+        // σ_q²/σ_p² as exp(ln σ_q² − ln σ_p²): exactly 1 for identical distributions.
+        let var_ratio = (self.log_var.clone() - other.log_var.clone()).exp();
+        let mahalanobis = (self.mean.clone() - other.mean.clone()).powi_scalar(2)
+            * other.log_var.clone().neg().exp();
+        (other.log_var.clone() - self.log_var.clone() + var_ratio + mahalanobis - 1.0)
+            .mul_scalar(0.5)
+            .clamp_min(0.0)
+    }
+
+    /// KL(self ‖ other) between diagonal Gaussians, summed over latent dimensions, shape `[N]`,
+    /// nats, ≥ 0.
+    pub fn kl_divergence(&self, other: &Self) -> Tensor<B, 1> {
+        self.kl_divergence_per_dim(other)
+            .sum_dim(1)
+            .squeeze_dim::<1>(1)
+    }
+
+    /// The same distribution with gradients stopped at its parameters.
+    pub fn detach(&self) -> Self {
+        Self {
+            mean: self.mean.clone().detach(),
+            log_var: self.log_var.clone().detach(),
+        }
+    }
+}
+
+/// log N(z; 0, I) summed over the latent dimension: the prior log-density log p(z).
+///
+/// `z` has shape `[S, N, L]`; the result has shape `[S, N]`, nats.
+pub fn standard_normal_log_prob<B: Backend>(z: Tensor<B, 3>) -> Tensor<B, 2> {
+    (z.powi_scalar(2) + LN_2PI)
+        .mul_scalar(-0.5)
+        .sum_dim(2)
+        .squeeze_dim::<2>(2)
+}

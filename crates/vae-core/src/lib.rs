@@ -1,0 +1,66 @@
+//! # vae-core — the mathematics of variational autoencoders, on burn tensors
+//!
+//! Backend-generic (`B: Backend`), no I/O, no training machinery: the distributions a VAE is made
+//! of, the KL divergence, the evidence lower bound (ELBO) with its terms named, the β / warm-up /
+//! free-bits training objective, the IWAE bound and an importance-sampled estimate of log p(x).
+//!
+//! ## The contract
+//!
+//! For a data point x, an encoder q(z|x), a prior p(z) = N(0, I) and a decoder p(x|z):
+//!
+//! ```text
+//! ELBO(x) = E_q[log p(x|z)] − KL(q(z|x) ‖ p(z))  ≤  log p(x)
+//! log p(x) = ELBO(x) + KL(q(z|x) ‖ p(z|x))
+//! ```
+//!
+//! The ELBO is **maximised**; the training loss is **−ELBO** ([`Elbo::loss`]). Minimising the loss
+//! pushes the lower bound on log p(x) up, which pushes log p(x) up and/or closes the gap
+//! KL(q(z|x) ‖ p(z|x)) to the true posterior.
+//!
+//! ## Reduction rule (one rule, everywhere)
+//!
+//! * **sum** over data dimensions (pixels) and over latent dimensions,
+//! * **mean** over the batch (and over Monte-Carlo samples of z, for expectations under q),
+//! * unit: **nats per example**. [`bits_per_dim`] converts to bits per data dimension.
+//!
+//! Reconstruction terms are log-*likelihoods* (higher is better, usually negative); the KL term
+//! is reported as a non-negative number of nats and *subtracted*. Every public value says which
+//! it is in its name: `log_likelihood`, `kl`, `elbo`, `neg_elbo`.
+//!
+//! ## Shapes
+//!
+//! Tensors follow the sample × batch × event convention:
+//!
+//! | what | shape |
+//! |---|---|
+//! | data x (images flattened) | `[N, D]` |
+//! | posterior parameters (encoder output) | `[N, L]` |
+//! | latent samples z | `[S, N, L]` |
+//! | observation-model parameters (decoder output) | `[S, N, D]` |
+//! | log-densities of samples | `[S, N]` |
+//! | per-example terms | `[N]` |
+//!
+//! N is the batch size, D the number of data dimensions, L the latent size and S the number of
+//! latent samples per example (1 for the usual single-sample ELBO).
+
+mod bernoulli;
+mod continuous_bernoulli;
+mod diagonal_gaussian;
+mod elbo;
+mod gaussian;
+mod importance;
+mod kl;
+mod objective;
+mod observation;
+mod units;
+
+pub use bernoulli::Bernoulli;
+pub use continuous_bernoulli::ContinuousBernoulli;
+pub use diagonal_gaussian::{DiagonalGaussian, standard_normal_log_prob};
+pub use elbo::{Elbo, ElboSummary};
+pub use gaussian::Gaussian;
+pub use importance::{ImportanceSampling, iwae_bound, log_importance_weights, log_mean_exp};
+pub use kl::KlEstimator;
+pub use objective::{ElboObjective, ObjectiveError};
+pub use observation::ObservationModel;
+pub use units::{LN_2PI, bits_per_dim, bits_per_dim_8bit};

@@ -1,0 +1,1 @@
+pub use vae_core as core;

@@ -1,0 +1,304 @@
+//! Convolutional encoder and decoder for square images.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::{Tensor, activation::leaky_relu, backend::Backend};
+use vae_core::DiagonalGaussian;
+
+use crate::architecture::{ArchitectureError, ImageShape};
+use crate::decoder::Decoder;
+use crate::encoder::Encoder;
+use crate::likelihood::{DecodedLikelihood, Likelihood, LikelihoodHead};
+use crate::mlp::split_posterior;
+use crate::vae::Vae;
+
+const LEAKY_SLOPE: f64 = 0.01;
+
+/// Convolutional encoder: per width in `channels`, a 3×3 stride-2 convolution, batch norm and
+/// LeakyReLU (each halves the side), then one linear layer to (μ, ln σ²).
+///
+/// Input is flattened `[N, C·H·W]` and reshaped to `[N, C, H, W]` internally.
+#[derive(Config, Debug)]
+pub struct ConvEncoderConfig {
+    /// The input image shape.
+    pub image: ImageShape,
+    /// Output channels of each downsampling block.
+    pub channels: Vec<usize>,
+    /// L, the latent size.
+    pub latent_dim: usize,
+}
+
+/// A 3×3 stride-2 convolution (or transposed convolution), batch norm, LeakyReLU.
+#[derive(Module, Debug)]
+struct DownBlock<B: Backend> {
+    conv: Conv2d<B>,
+    norm: BatchNorm<B>,
+}
+
+#[derive(Module, Debug)]
+struct UpBlock<B: Backend> {
+    conv: ConvTranspose2d<B>,
+    norm: BatchNorm<B>,
+}
+
+impl<B: Backend> DownBlock<B> {
+    fn new(channels_in: usize, channels_out: usize, device: &B::Device) -> Self {
+        Self {
+            conv: Conv2dConfig::new([channels_in, channels_out], [3, 3])
+                .with_stride([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device),
+            norm: BatchNormConfig::new(channels_out).init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        leaky_relu(self.norm.forward(self.conv.forward(x)), LEAKY_SLOPE)
+    }
+}
+
+impl<B: Backend> UpBlock<B> {
+    fn new(channels_in: usize, channels_out: usize, device: &B::Device) -> Self {
+        Self {
+            conv: ConvTranspose2dConfig::new([channels_in, channels_out], [3, 3])
+                .with_stride([2, 2])
+                .with_padding([1, 1])
+                .with_padding_out([1, 1])
+                .init(device),
+            norm: BatchNormConfig::new(channels_out).init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        leaky_relu(self.norm.forward(self.conv.forward(x)), LEAKY_SLOPE)
+    }
+}
+
+/// See [`ConvEncoderConfig`].
+#[derive(Module, Debug)]
+pub struct ConvEncoder<B: Backend> {
+    blocks: Vec<DownBlock<B>>,
+    posterior: Linear<B>,
+    channels: usize,
+    side: usize,
+    latent_dim: usize,
+}
+
+impl ConvEncoderConfig {
+    /// Side length after all downsampling blocks.
+    fn final_side(&self) -> usize {
+        self.image.side() >> self.channels.len()
+    }
+
+    /// Checks the image shape against the number of blocks.
+    pub fn validate(&self) -> Result<(), ArchitectureError> {
+        validate_conv(&self.image, &self.channels, self.latent_dim)
+    }
+
+    /// Builds the encoder.
+    ///
+    /// # Panics
+    /// If [`validate`](Self::validate) fails.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ConvEncoder<B> {
+        if let Err(e) = self.validate() {
+            panic!("ConvEncoderConfig: {e}");
+        }
+        let widths: Vec<usize> = std::iter::once(self.image.channels)
+            .chain(self.channels.iter().copied())
+            .collect();
+        let side = self.final_side();
+        ConvEncoder {
+            blocks: widths
+                .windows(2)
+                .map(|w| DownBlock::new(w[0], w[1], device))
+                .collect(),
+            posterior: LinearConfig::new(
+                self.channels.last().unwrap() * side * side,
+                2 * self.latent_dim,
+            )
+            .init(device),
+            channels: self.image.channels,
+            side: self.image.side(),
+            latent_dim: self.latent_dim,
+        }
+    }
+}
+
+impl<B: Backend> Encoder<B> for ConvEncoder<B> {
+    fn encode(&self, x: Tensor<B, 2>) -> DiagonalGaussian<B> {
+        let n = x.dims()[0];
+        let image = x.reshape([n, self.channels, self.side, self.side]);
+        let h = self.blocks.iter().fold(image, |h, block| block.forward(h));
+        let [mean, log_var] =
+            split_posterior(self.posterior.forward(h.flatten(1, 3)), self.latent_dim);
+        DiagonalGaussian::new(mean, log_var)
+    }
+
+    fn latent_dim(&self) -> usize {
+        self.latent_dim
+    }
+}
+
+/// Convolutional decoder, the mirror of [`ConvEncoderConfig`]: a linear layer to the smallest
+/// feature map, per width in `channels` (reversed) a 3×3 stride-2 transposed convolution, batch
+/// norm and LeakyReLU (each doubles the side), then a 3×3 convolution to the image channels and
+/// the likelihood head.
+#[derive(Config, Debug)]
+pub struct ConvDecoderConfig {
+    /// The output image shape.
+    pub image: ImageShape,
+    /// The encoder's channel widths, in encoder order.
+    pub channels: Vec<usize>,
+    /// L, the latent size.
+    pub latent_dim: usize,
+    /// The observation model of the output.
+    #[config(default = "Likelihood::Bernoulli")]
+    pub likelihood: Likelihood,
+}
+
+/// See [`ConvDecoderConfig`].
+#[derive(Module, Debug)]
+pub struct ConvDecoder<B: Backend> {
+    input: Linear<B>,
+    blocks: Vec<UpBlock<B>>,
+    output: Conv2d<B>,
+    head: LikelihoodHead<B>,
+    top_channels: usize,
+    top_side: usize,
+    data_dim: usize,
+}
+
+impl ConvDecoderConfig {
+    /// Checks the image shape against the number of blocks.
+    pub fn validate(&self) -> Result<(), ArchitectureError> {
+        validate_conv(&self.image, &self.channels, self.latent_dim)?;
+        self.likelihood
+            .validate()
+            .map_err(ArchitectureError::Likelihood)
+    }
+
+    /// Builds the decoder.
+    ///
+    /// # Panics
+    /// If [`validate`](Self::validate) fails.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ConvDecoder<B> {
+        if let Err(e) = self.validate() {
+            panic!("ConvDecoderConfig: {e}");
+        }
+        let top = *self.channels.last().unwrap();
+        let side = self.image.side() >> self.channels.len();
+        // Reversed widths, ending with the first width again: one upsampling per encoder block.
+        let widths: Vec<usize> = self
+            .channels
+            .iter()
+            .rev()
+            .copied()
+            .chain(std::iter::once(self.channels[0]))
+            .collect();
+        ConvDecoder {
+            input: LinearConfig::new(self.latent_dim, top * side * side).init(device),
+            blocks: widths
+                .windows(2)
+                .map(|w| UpBlock::new(w[0], w[1], device))
+                .collect(),
+            output: Conv2dConfig::new([self.channels[0], self.image.channels], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device),
+            head: self.likelihood.init(self.image.num_values(), device),
+            top_channels: top,
+            top_side: side,
+            data_dim: self.image.num_values(),
+        }
+    }
+}
+
+impl<B: Backend> Decoder<B> for ConvDecoder<B> {
+    type Output = DecodedLikelihood<B>;
+
+    fn decode(&self, z: Tensor<B, 3>) -> DecodedLikelihood<B> {
+        let [s, n, l] = z.dims();
+        let h = self.input.forward(z.reshape([s * n, l])).reshape([
+            s * n,
+            self.top_channels,
+            self.top_side,
+            self.top_side,
+        ]);
+        let h = self.blocks.iter().fold(h, |h, block| block.forward(h));
+        let out = self.output.forward(h).reshape([s, n, self.data_dim]);
+        self.head.apply(out)
+    }
+
+    fn data_dim(&self) -> usize {
+        self.data_dim
+    }
+}
+
+fn validate_conv(
+    image: &ImageShape,
+    channels: &[usize],
+    latent_dim: usize,
+) -> Result<(), ArchitectureError> {
+    image.validate_square_power_of_two()?;
+    if channels.is_empty() || channels.contains(&0) {
+        return Err(ArchitectureError::Channels(channels.to_vec()));
+    }
+    if latent_dim == 0 {
+        return Err(ArchitectureError::LatentDim);
+    }
+    if image.side() >> channels.len() == 0 {
+        return Err(ArchitectureError::TooManyBlocks {
+            side: image.side(),
+            blocks: channels.len(),
+        });
+    }
+    Ok(())
+}
+
+/// A convolutional VAE: [`ConvEncoderConfig`] and its mirror [`ConvDecoderConfig`].
+#[derive(Config, Debug)]
+pub struct ConvVaeConfig {
+    /// Image shape (square, side a power of two ≥ 16).
+    pub image: ImageShape,
+    /// Channel widths of the downsampling blocks.
+    pub channels: Vec<usize>,
+    /// L, the latent size.
+    pub latent_dim: usize,
+    /// The decoder's observation model.
+    #[config(default = "Likelihood::Bernoulli")]
+    pub likelihood: Likelihood,
+}
+
+impl ConvVaeConfig {
+    /// The common CelebA 64×64 VAE (e.g. PyTorch-VAE's `VanillaVAE`): channels
+    /// 32-64-128-256-512, latent 128, on 3×64×64 images, with the given likelihood.
+    pub fn celeba_64(likelihood: Likelihood) -> Self {
+        Self::new(ImageShape::new(3, 64, 64), vec![32, 64, 128, 256, 512], 128)
+            .with_likelihood(likelihood)
+    }
+
+    /// The encoder half.
+    pub fn encoder(&self) -> ConvEncoderConfig {
+        ConvEncoderConfig::new(self.image.clone(), self.channels.clone(), self.latent_dim)
+    }
+
+    /// The decoder half.
+    pub fn decoder(&self) -> ConvDecoderConfig {
+        ConvDecoderConfig::new(self.image.clone(), self.channels.clone(), self.latent_dim)
+            .with_likelihood(self.likelihood)
+    }
+
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<(), ArchitectureError> {
+        self.decoder().validate()
+    }
+
+    /// Builds the VAE.
+    ///
+    /// # Panics
+    /// If [`validate`](Self::validate) fails.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Vae<B, ConvEncoder<B>, ConvDecoder<B>> {
+        Vae::new(self.encoder().init(device), self.decoder().init(device))
+    }
+}

@@ -1,0 +1,39 @@
+//! # vae-models — encoders, decoders and the VAE that joins them
+//!
+//! A VAE is an [`Encoder`] (data → the posterior q(z|x), a
+//! [`DiagonalGaussian`](vae_core::DiagonalGaussian)) and a [`Decoder`] (latent samples → an
+//! observation model p(x|z) from vae-core), joined by the generic [`Vae`]. Anything that
+//! implements the two traits plugs in: the MLP ([`MlpEncoder`], [`MlpDecoder`]) and
+//! convolutional ([`ConvEncoder`], [`ConvDecoder`]) architectures here, or your own modules.
+//!
+//! Data enters every encoder flattened, `[N, D]` (images in C×H×W order, values in [0, 1]);
+//! convolutional encoders reshape internally. Decoders take latent samples `[S, N, L]` and
+//! return distributions over `[S, N, D]`, following vae-core's shape convention.
+//!
+//! The decoder's last layer is interpreted by a [`LikelihoodHead`] configured with a
+//! [`Likelihood`]: logits for the Bernoulli and continuous Bernoulli (no sigmoid in the
+//! network), a sigmoid mean in [0, 1] for the Gaussian, whose σ is fixed, learned or optimal.
+//!
+//! All configurations are `#[derive(Config)]` and serialise to JSON/TOML, so a run can be
+//! rebuilt from the configuration it saved. [`persist`] saves and loads weights with burn's
+//! recorders and as safetensors.
+
+mod activation;
+mod architecture;
+mod conv;
+mod decoder;
+mod encoder;
+mod likelihood;
+mod mlp;
+pub mod persist;
+mod vae;
+
+pub use activation::Activation;
+pub use architecture::{Architecture, ArchitectureError, ImageShape};
+pub use conv::{ConvDecoder, ConvDecoderConfig, ConvEncoder, ConvEncoderConfig, ConvVaeConfig};
+pub use decoder::Decoder;
+pub use encoder::Encoder;
+pub use likelihood::{DecodedLikelihood, GaussianScale, Likelihood, LikelihoodHead};
+pub use mlp::{MlpDecoder, MlpDecoderConfig, MlpEncoder, MlpEncoderConfig, MlpVaeConfig};
+pub use persist::PersistError;
+pub use vae::{Vae, VaeOutput};

@@ -43,7 +43,7 @@ pub enum GaussianScale {
 }
 
 /// ln σ of a learned scale at initialisation: σ = 0.1, a tenth of the [0, 1] data range.
-const INITIAL_LOG_SCALE: f64 = -2.302_585_092_994_046;
+const INITIAL_LOG_SCALE: f64 = -std::f64::consts::LN_10;
 
 impl Likelihood {
     /// Checks parameters (a fixed σ must be positive and finite).

@@ -1,0 +1,96 @@
+//! Errors: every one names the file (or URL) and says what is wrong with it.
+
+use std::path::PathBuf;
+
+/// Loading, locating or downloading a dataset failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The operating system refused a read or write.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// An IDX (MNIST-format) file is malformed.
+    #[error("{path}: {problem}")]
+    Idx {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, in words.
+        problem: String,
+    },
+    /// An image could not be decoded or is unusable.
+    #[error("{path}: {problem}")]
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// What is wrong, in words.
+        problem: String,
+    },
+    /// A text metadata file (partition, attributes) is malformed.
+    #[error("{path}:{line}: {problem}")]
+    Metadata {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong, in words.
+        problem: String,
+    },
+    /// Two files that must agree (images and labels, cache and source) do not.
+    #[error("{path}: {problem}")]
+    Inconsistent {
+        /// The file found to disagree.
+        path: PathBuf,
+        /// What disagrees.
+        problem: String,
+    },
+    /// The dataset is not on disk and cannot be downloaded automatically.
+    #[error("{dataset} not found in {dir}: missing {missing}.\n{help}", missing = .missing.join(", "))]
+    NotFound {
+        /// Dataset name.
+        dataset: String,
+        /// Where it was looked for.
+        dir: PathBuf,
+        /// The files that are missing.
+        missing: Vec<String>,
+        /// What to do about it.
+        help: String,
+    },
+    /// Every mirror of a file failed.
+    #[error("downloading {file} failed:\n  {}", .attempts.join("\n  "))]
+    Download {
+        /// The file being fetched.
+        file: String,
+        /// One line per URL tried: the URL and what went wrong.
+        attempts: Vec<String>,
+    },
+    /// A file's SHA-256 is not the one on record.
+    #[error("{path}: SHA-256 is {actual}, expected {expected} (corrupt or incomplete download)")]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// The registered checksum.
+        expected: String,
+        /// The checksum of the file on disk.
+        actual: String,
+    },
+    /// An unknown dataset name or a bad setting.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl DataError {
+    /// An [`DataError::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// `Result` with [`DataError`].
+pub type Result<T, E = DataError> = std::result::Result<T, E>;

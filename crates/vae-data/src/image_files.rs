@@ -1,0 +1,110 @@
+//! A dataset over a list of image files: decoded on the fly, or read from an [`ImageCache`].
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use burn::data::dataset::Dataset;
+use rayon::prelude::*;
+
+use crate::batcher::{ImageDims, ImageItem};
+use crate::cache::ImageCache;
+use crate::error::{DataError, Result};
+use crate::preprocess::{Preprocess, image_size};
+
+#[derive(Debug)]
+enum Storage {
+    Cached(ImageCache),
+    Decode(Vec<PathBuf>),
+}
+
+/// Preprocessed images from files, one item per file.
+///
+/// Without a cache every read decodes a file (the loader's worker threads do this in parallel);
+/// with one, reads are a positioned read of C·H·W bytes. Either way the dataset is never held in
+/// memory. Headers (existence, format, size against the crop) are checked when the dataset is
+/// built; a file that fails to decode later is recorded ([`ImageFiles::take_error`]) and ends the
+/// epoch, rather than panicking a loader thread.
+#[derive(Debug, Clone)]
+pub struct ImageFiles {
+    storage: Arc<Storage>,
+    preprocess: Preprocess,
+    error: Arc<Mutex<Option<DataError>>>,
+}
+
+impl ImageFiles {
+    /// Images from `paths`, decoded at read time. Every header is checked now.
+    pub fn decode(paths: Vec<PathBuf>, preprocess: Preprocess) -> Result<Self> {
+        preprocess.validate()?;
+        paths.par_iter().try_for_each(|p| {
+            let (w, h) = image_size(p)?;
+            preprocess.check_fits(p, w, h)
+        })?;
+        Ok(Self::with(Storage::Decode(paths), preprocess))
+    }
+
+    /// Images from `paths`, preprocessed once into the cache file `cache` (reused when it
+    /// matches the files and settings).
+    pub fn cached(
+        paths: Vec<PathBuf>,
+        preprocess: Preprocess,
+        cache: &Path,
+        progress: bool,
+    ) -> Result<Self> {
+        preprocess.validate()?;
+        let cache = ImageCache::open_or_build(cache, &paths, &preprocess, progress)?;
+        Ok(Self::with(Storage::Cached(cache), preprocess))
+    }
+
+    fn with(storage: Storage, preprocess: Preprocess) -> Self {
+        Self {
+            storage: Arc::new(storage),
+            preprocess,
+            error: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Shape of each item.
+    pub fn dims(&self) -> ImageDims {
+        self.preprocess.dims()
+    }
+
+    /// The first read error since the last call, if any.
+    pub fn take_error(&self) -> Option<DataError> {
+        self.error.lock().map(|mut e| e.take()).unwrap_or(None)
+    }
+
+    /// Reads image `index`.
+    pub fn read(&self, index: usize) -> Result<Vec<u8>> {
+        match &*self.storage {
+            Storage::Cached(cache) => cache.read(index),
+            Storage::Decode(paths) => self.preprocess.load(&paths[index]),
+        }
+    }
+}
+
+impl Dataset<ImageItem> for ImageFiles {
+    fn get(&self, index: usize) -> Option<ImageItem> {
+        if index >= self.len() {
+            return None;
+        }
+        match self.read(index) {
+            Ok(pixels) => Some(ImageItem {
+                pixels,
+                label: None,
+            }),
+            Err(e) => {
+                if let Ok(mut slot) = self.error.lock() {
+                    slot.get_or_insert(e);
+                }
+                None
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match &*self.storage {
+            Storage::Cached(cache) => cache.len(),
+            Storage::Decode(paths) => paths.len(),
+        }
+    }
+}

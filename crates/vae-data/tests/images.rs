@@ -1,0 +1,179 @@
+//! CelebA-layout fixtures and image folders: preprocessing, cache, splits and bad input.
+
+mod common;
+
+use burn::data::dataset::Dataset;
+use common::{jpeg, tempdir, write_celeba_dir};
+use vae_data::{
+    CelebaOptions, CelebaSplits, DataError, DataRoots, ImageFolderOptions, ImageFolderSplits,
+    Preprocess, locate,
+};
+
+fn options(cache: Option<&std::path::Path>) -> CelebaOptions {
+    CelebaOptions {
+        cache_dir: cache.map(|p| p.to_path_buf()),
+        progress: false,
+        ..CelebaOptions::default()
+    }
+}
+
+#[test]
+fn celeba_loads_with_the_official_split_and_preprocessing() {
+    let dir = tempdir();
+    write_celeba_dir(dir.path(), 30);
+    let splits = CelebaSplits::load(dir.path(), &options(None)).unwrap();
+    assert_eq!(
+        (splits.train.len(), splits.valid.len(), splits.test.len()),
+        (24, 3, 3)
+    );
+    assert_eq!(splits.train.dims().num_values(), 3 * 64 * 64);
+    let item = splits.train.get(0).unwrap();
+    assert_eq!(item.pixels.len(), 3 * 64 * 64);
+    let attributes = splits.attributes.unwrap();
+    assert_eq!(attributes.names, vec!["Smiling", "Young"]);
+    assert_eq!(attributes.values["000002.jpg"], vec![-1, -1]);
+}
+
+#[test]
+fn the_cache_gives_the_same_pixels_and_is_reused() {
+    let dir = tempdir();
+    let cache = tempdir();
+    write_celeba_dir(dir.path(), 20);
+    let decoded = CelebaSplits::load(dir.path(), &options(None)).unwrap();
+    let cached = CelebaSplits::load(dir.path(), &options(Some(cache.path()))).unwrap();
+    for i in 0..decoded.train.len() {
+        assert!(
+            decoded.train.get(i) == cached.train.get(i),
+            "cached image {i} differs"
+        );
+    }
+    let file = cache.path().join("celeba-train-c148-s64-ch3.u8");
+    let built = std::fs::metadata(&file).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let again = CelebaSplits::load(dir.path(), &options(Some(cache.path()))).unwrap();
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().modified().unwrap(),
+        built,
+        "cache rebuilt"
+    );
+    assert!(again.valid.get(1) == decoded.valid.get(1));
+    // Changing a source image invalidates the cache.
+    let before = cached.train.get(0);
+    std::fs::write(
+        dir.path().join("img_align_celeba/000001.jpg"),
+        jpeg(178, 218, 200),
+    )
+    .unwrap();
+    let changed = CelebaSplits::load(dir.path(), &options(Some(cache.path()))).unwrap();
+    assert!(
+        changed.train.get(0) != before,
+        "stale cache served after the source changed"
+    );
+}
+
+#[test]
+fn a_partition_naming_missing_images_is_an_error() {
+    let dir = tempdir();
+    write_celeba_dir(dir.path(), 10);
+    std::fs::remove_file(dir.path().join("img_align_celeba/000004.jpg")).unwrap();
+    let message = CelebaSplits::load(dir.path(), &options(None))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("list_eval_partition.txt"), "{message}");
+    assert!(message.contains("1 image(s) missing"), "{message}");
+    assert!(message.contains("000004.jpg"), "{message}");
+}
+
+#[test]
+fn a_malformed_partition_line_is_reported_with_its_number() {
+    let dir = tempdir();
+    write_celeba_dir(dir.path(), 5);
+    let path = dir.path().join("list_eval_partition.txt");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("000006.jpg 7\n");
+    std::fs::write(&path, text).unwrap();
+    let err = CelebaSplits::load(dir.path(), &options(None)).unwrap_err();
+    assert!(matches!(err, DataError::Metadata { line: 6, .. }), "{err}");
+    assert!(err.to_string().contains("partition '7' is not 0, 1 or 2"));
+}
+
+#[test]
+fn corrupt_and_undersized_images_are_named() {
+    for (bytes, expect) in [
+        (b"definitely not a jpeg".to_vec(), "not a readable image"),
+        (jpeg(100, 100, 1), "smaller than the 148×148 centre crop"),
+    ] {
+        let dir = tempdir();
+        write_celeba_dir(dir.path(), 6);
+        std::fs::write(dir.path().join("img_align_celeba/000003.jpg"), &bytes).unwrap();
+        let message = CelebaSplits::load(dir.path(), &options(None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("000003.jpg") && message.contains(expect),
+            "{message}"
+        );
+        // Building the cache decodes fully and fails the same way, leaving no cache behind.
+        let cache = tempdir();
+        let message = CelebaSplits::load(dir.path(), &options(Some(cache.path())))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("000003.jpg"), "{message}");
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
+    }
+}
+
+#[test]
+fn missing_celeba_explains_the_manual_download() {
+    let dir = tempdir();
+    let roots = DataRoots {
+        env_root: None,
+        download_root: dir.path().to_path_buf(),
+        use_system_copies: false,
+    };
+    let message = locate(
+        "celeba",
+        None,
+        &roots,
+        Some(&vae_data::Downloader::default()),
+    )
+    .unwrap_err()
+    .to_string();
+    let target = dir.path().join("celeba");
+    assert!(message.contains("img_align_celeba"), "{message}");
+    assert!(
+        message.contains(&format!("{}/img_align_celeba/000001.jpg", target.display())),
+        "{message}"
+    );
+    assert!(message.contains("list_eval_partition.txt"), "{message}");
+}
+
+#[test]
+fn an_image_folder_splits_deterministically() {
+    let dir = tempdir();
+    std::fs::create_dir_all(dir.path().join("nested")).unwrap();
+    for i in 0..40 {
+        let sub = if i % 2 == 0 { "" } else { "nested/" };
+        std::fs::write(
+            dir.path().join(format!("{sub}img{i:02}.jpg")),
+            jpeg(50, 40, i as u8),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+    let options = ImageFolderOptions {
+        preprocess: Preprocess::square(16),
+        valid_every: 10,
+        test_every: 10,
+        progress: false,
+        ..ImageFolderOptions::default()
+    };
+    let splits = ImageFolderSplits::load(dir.path(), &options).unwrap();
+    assert_eq!(
+        (splits.train.len(), splits.valid.len(), splits.test.len()),
+        (32, 4, 4)
+    );
+    assert_eq!(splits.train.get(0).unwrap().pixels.len(), 3 * 16 * 16);
+    let err = ImageFolderSplits::load(&dir.path().join("nope"), &options).unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+}

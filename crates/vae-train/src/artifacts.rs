@@ -1,0 +1,278 @@
+//! Pictures of a trained model: reconstructions, samples, interpolations, latent traversals,
+//! the 2-D manifold, and training curves.
+
+use std::path::Path;
+
+use burn::data::dataset::Dataset;
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use image::{GrayImage, RgbImage};
+use vae_data::{ImageDims, ImageItem};
+use vae_models::{Decoder, Encoder, Vae};
+
+use crate::error::TrainError;
+use crate::evaluate::batches;
+use crate::plot::{Panel, Series, render};
+use crate::renderer::History;
+
+/// Writes images (`[n, C·H·W]` in [0, 1]) as a grid with `cols` columns and 2-pixel gutters;
+/// images smaller than 64 pixels are enlarged by an integer factor (nearest neighbour).
+pub fn save_grid(
+    path: &Path,
+    images: &[Vec<f32>],
+    dims: ImageDims,
+    cols: usize,
+) -> Result<(), TrainError> {
+    let (c, h, w) = (dims.channels, dims.height, dims.width);
+    let scale = (64 / h.max(w).max(1)).max(1);
+    let (sh, sw) = (h * scale, w * scale);
+    let cols = cols.max(1);
+    let rows = images.len().div_ceil(cols);
+    let (gw, gh) = ((sw + 2) * cols + 2, (sh + 2) * rows + 2);
+    let mut rgb = RgbImage::from_pixel(gw as u32, gh as u32, image::Rgb([255, 255, 255]));
+    for (k, img) in images.iter().enumerate() {
+        let (ox, oy) = (2 + (k % cols) * (sw + 2), 2 + (k / cols) * (sh + 2));
+        for y in 0..sh {
+            for x in 0..sw {
+                let (sy, sx) = (y / scale, x / scale);
+                let px = |ch: usize| {
+                    (img[ch * h * w + sy * w + sx].clamp(0.0, 1.0) * 255.0).round() as u8
+                };
+                let value = if c == 1 {
+                    [px(0); 3]
+                } else {
+                    [px(0), px(1), px(2)]
+                };
+                rgb.put_pixel((ox + x) as u32, (oy + y) as u32, image::Rgb(value));
+            }
+        }
+    }
+    let result = if c == 1 {
+        GrayImage::from_fn(gw as u32, gh as u32, |x, y| {
+            image::Luma([rgb.get_pixel(x, y)[0]])
+        })
+        .save(path)
+    } else {
+        rgb.save(path)
+    };
+    result.map_err(|e| TrainError::file(path, e))
+}
+
+fn rows<B: Backend>(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
+    let [n, d] = t.dims();
+    let flat = t
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32 after convert");
+    (0..n).map(|i| flat[i * d..(i + 1) * d].to_vec()).collect()
+}
+
+/// Φ⁻¹, the standard normal quantile (Acklam's rational approximation, |error| < 1.2e-9).
+fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.383_577_518_672_69e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e1,
+        1.615858368580409e2,
+        -1.556989798598866e2,
+        6.680131188771972e1,
+        -1.328068155288572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-3,
+        3.224671290700398e-1,
+        2.445134137142996,
+        3.754408661907416,
+    ];
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
+fn latents<B: Backend>(values: Vec<f32>, l: usize, device: &B::Device) -> Tensor<B, 3> {
+    let n = values.len() / l;
+    Tensor::from_data(TensorData::new(values, [1, n, l]), device)
+}
+
+/// Writes `reconstructions.png`, `samples.png`, `interpolation.png`, `traversal.png` and, for a
+/// 2-D latent space, `manifold.png` into `dir`, from the first examples of `data`.
+pub fn write_model_pictures<B: Backend, E: Encoder<B>, D: Decoder<B>>(
+    vae: &Vae<B, E, D>,
+    data: &dyn Dataset<ImageItem>,
+    dims: ImageDims,
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(), TrainError> {
+    let l = vae.latent_dim();
+    let x = batches::<B>(data, 16.min(data.len()), device)
+        .next()
+        .ok_or_else(|| TrainError::Config("no examples to draw".into()))??
+        .images;
+    let n = x.dims()[0];
+
+    // Inputs (odd rows) above their reconstructions (even rows), 8 per row.
+    let inputs = rows(x.clone());
+    let recon = rows(vae.reconstruct(x.clone()));
+    let mut grid = Vec::new();
+    for chunk in 0..n.div_ceil(8) {
+        let range = chunk * 8..((chunk + 1) * 8).min(n);
+        grid.extend(inputs[range.clone()].iter().cloned());
+        grid.extend(recon[range].iter().cloned());
+    }
+    save_grid(&dir.join("reconstructions.png"), &grid, dims, 8.min(n))?;
+
+    save_grid(
+        &dir.join("samples.png"),
+        &rows(vae.sample(64, device)),
+        dims,
+        8,
+    )?;
+
+    // Straight lines between posterior means of consecutive test images.
+    let means = vae
+        .encode(x)
+        .mean()
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32");
+    let steps = 10;
+    let mut path = Vec::new();
+    for pair in 0..(n / 2).min(6) {
+        let (a, b) = (
+            &means[2 * pair * l..(2 * pair + 1) * l],
+            &means[(2 * pair + 1) * l..(2 * pair + 2) * l],
+        );
+        for s in 0..steps {
+            let t = s as f32 / (steps - 1) as f32;
+            path.extend(a.iter().zip(b).map(|(u, v)| (1.0 - t) * u + t * v));
+        }
+    }
+    if !path.is_empty() {
+        save_grid(
+            &dir.join("interpolation.png"),
+            &rows(vae.decode_mean(latents(path, l, device))),
+            dims,
+            steps,
+        )?;
+    }
+
+    // Each of the first 16 latent dimensions swept over [−3, 3] around the first image's mean.
+    let sweep: Vec<f32> = (0..9).map(|i| -3.0 + 0.75 * i as f32).collect();
+    let base = &means[..l];
+    let mut traversal = Vec::new();
+    for dim in 0..l.min(16) {
+        for v in &sweep {
+            let mut z = base.to_vec();
+            z[dim] = *v;
+            traversal.extend(z);
+        }
+    }
+    save_grid(
+        &dir.join("traversal.png"),
+        &rows(vae.decode_mean(latents(traversal, l, device))),
+        dims,
+        sweep.len(),
+    )?;
+
+    if l == 2 {
+        // Decoded means over a grid of prior quantiles, as in Kingma & Welling's figure 4.
+        let side = 15;
+        let q: Vec<f32> = (0..side)
+            .map(|i| normal_quantile(0.05 + 0.9 * i as f64 / (side - 1) as f64) as f32)
+            .collect();
+        let grid: Vec<f32> = q
+            .iter()
+            .rev()
+            .flat_map(|y| q.iter().flat_map(move |x| [*x, *y]))
+            .collect();
+        save_grid(
+            &dir.join("manifold.png"),
+            &rows(vae.decode_mean(latents(grid, 2, device))),
+            dims,
+            side,
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes `curves.png`: train and validation −ELBO, reconstruction −log p(x|z) and KL per epoch.
+pub fn write_curves(history: &History, path: &Path) -> Result<(), TrainError> {
+    type Pick = fn(&crate::renderer::EpochMetrics) -> f64;
+    let panel = |title: &'static str, pick: Pick| Panel {
+        title,
+        x_label: "epoch",
+        series: vec![
+            Series {
+                label: "train",
+                color: [31, 119, 180],
+                points: history
+                    .train
+                    .iter()
+                    .map(|m| (m.epoch as f64, pick(m)))
+                    .collect(),
+            },
+            Series {
+                label: "valid",
+                color: [255, 127, 14],
+                points: history
+                    .valid
+                    .iter()
+                    .map(|m| (m.epoch as f64, pick(m)))
+                    .collect(),
+            },
+        ],
+    };
+    let panels = [
+        panel("-ELBO (nats)", |m| m.neg_elbo_nats),
+        panel("reconstruction -log p(x|z) (nats)", |m| {
+            -m.log_likelihood_nats
+        }),
+        panel("KL(q(z|x) || p(z)) (nats)", |m| m.kl_nats),
+    ];
+    render(&panels, 420, 300)
+        .save(path)
+        .map_err(|e| TrainError::file(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normal_quantile;
+
+    #[test]
+    fn quantiles_match_known_values() {
+        for (p, z) in [
+            (0.5, 0.0),
+            (0.975, 1.959_963_985),
+            (0.05, -1.644_853_627),
+            (0.001, -3.090_232_306),
+        ] {
+            assert!((normal_quantile(p) - z).abs() < 1e-8, "Φ⁻¹({p})");
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Test-set evaluation: the ELBO terms, bits per dimension, and importance-sampled log p(x).
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::Dataset;
+use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+use vae_core::{ElboSummary, ImportanceSampling, bits_per_dim, bits_per_dim_8bit};
+use vae_data::{DataError, ImageBatch, ImageBatcher, ImageItem};
+use vae_models::{Decoder, Encoder, Likelihood, Vae};
+
+use crate::error::TrainError;
+
+/// How bits per dimension are computed from nats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BitsPerDim {
+    /// nats / (D ln 2): for discrete likelihoods (Bernoulli).
+    Discrete,
+    /// nats / (D ln 2) + 8: for densities on [0, 1]-scaled 8-bit pixels.
+    Density8Bit,
+}
+
+impl BitsPerDim {
+    /// The convention that fits a likelihood.
+    pub fn for_likelihood(likelihood: Likelihood) -> Self {
+        match likelihood {
+            Likelihood::Bernoulli => Self::Discrete,
+            _ => Self::Density8Bit,
+        }
+    }
+
+    /// Converts nats per example over `dims` dimensions.
+    pub fn convert(self, nats: f64, dims: usize) -> f64 {
+        match self {
+            Self::Discrete => bits_per_dim(nats, dims),
+            Self::Density8Bit => bits_per_dim_8bit(nats, dims),
+        }
+    }
+}
+
+/// Test-set means, nats per example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestMetrics {
+    /// −ELBO.
+    pub neg_elbo_nats: f64,
+    /// E_q[log p(x|z)].
+    pub log_likelihood_nats: f64,
+    /// KL(q ‖ p).
+    pub kl_nats: f64,
+    /// −ELBO in bits per dimension (see `bits_per_dim_convention`).
+    pub bits_per_dim: f64,
+    /// How `bits_per_dim` was computed.
+    pub bits_per_dim_convention: BitsPerDim,
+    /// Examples evaluated.
+    pub examples: usize,
+    /// Importance-sampled log p(x), nats per example (from `eval`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub is_log_px_nats: Option<f64>,
+    /// K, the importance samples per example behind `is_log_px_nats`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub importance_samples: Option<usize>,
+}
+
+/// Batches of a dataset, in order, on `device`.
+pub fn batches<'a, B: Backend>(
+    data: &'a dyn Dataset<ImageItem>,
+    batch_size: usize,
+    device: &'a B::Device,
+) -> impl Iterator<Item = Result<ImageBatch<B>, TrainError>> + 'a {
+    (0..data.len())
+        .step_by(batch_size.max(1))
+        .map(move |start| {
+            let end = (start + batch_size).min(data.len());
+            let items = (start..end)
+                .map(|i| {
+                    data.get(i).ok_or_else(|| {
+                        TrainError::Data(DataError::Invalid(format!(
+                            "example {i} could not be read"
+                        )))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Batcher::<B, ImageItem, ImageBatch<B>>::batch(
+                &ImageBatcher,
+                items,
+                device,
+            ))
+        })
+}
+
+/// The ELBO terms over a whole dataset (single latent sample per example, analytic KL).
+pub fn evaluate<B: Backend, E: Encoder<B>, D: Decoder<B>>(
+    vae: &Vae<B, E, D>,
+    data: &dyn Dataset<ImageItem>,
+    batch_size: usize,
+    bits: BitsPerDim,
+    device: &B::Device,
+) -> Result<TestMetrics, TrainError> {
+    let mut parts = Vec::new();
+    for batch in batches::<B>(data, batch_size, device) {
+        let images = batch?.images;
+        let n = images.dims()[0];
+        parts.push((vae.elbo(images).summary(), n));
+    }
+    let summary = ElboSummary::weighted_mean(&parts)
+        .ok_or_else(|| TrainError::Config("the evaluation set is empty".into()))?;
+    Ok(TestMetrics {
+        neg_elbo_nats: summary.neg_elbo_nats,
+        log_likelihood_nats: summary.log_likelihood_nats,
+        kl_nats: summary.kl_nats,
+        bits_per_dim: bits.convert(summary.neg_elbo_nats, vae.data_dim()),
+        bits_per_dim_convention: bits,
+        examples: parts.iter().map(|(_, n)| n).sum(),
+        is_log_px_nats: None,
+        importance_samples: None,
+    })
+}
+
+/// Mean importance-sampled log p(x) over a dataset, nats per example.
+pub fn importance_sampled_log_px<B: Backend, E: Encoder<B>, D: Decoder<B>>(
+    vae: &Vae<B, E, D>,
+    data: &dyn Dataset<ImageItem>,
+    batch_size: usize,
+    sampling: &ImportanceSampling,
+    device: &B::Device,
+) -> Result<f64, TrainError> {
+    let (mut total, mut count) = (0.0, 0usize);
+    for batch in batches::<B>(data, batch_size, device) {
+        let images = batch?.images;
+        let n = images.dims()[0];
+        let values = vae
+            .log_px(images, sampling)
+            .into_data()
+            .convert::<f64>()
+            .to_vec::<f64>()
+            .expect("f64 after convert");
+        total += values.iter().sum::<f64>();
+        count += n;
+    }
+    Ok(total / count.max(1) as f64)
+}
+
+/// The first `len` examples of a dataset (quick evaluations).
+pub struct Prefix {
+    inner: std::sync::Arc<dyn Dataset<ImageItem>>,
+    len: usize,
+}
+
+impl Prefix {
+    /// The first `len` examples of `inner` (all of them if it is shorter).
+    pub fn new(inner: std::sync::Arc<dyn Dataset<ImageItem>>, len: usize) -> Self {
+        let len = len.min(inner.len());
+        Self { inner, len }
+    }
+}
+
+impl Dataset<ImageItem> for Prefix {
+    fn get(&self, index: usize) -> Option<ImageItem> {
+        (index < self.len).then(|| self.inner.get(index)).flatten()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}

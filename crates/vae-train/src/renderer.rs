@@ -1,0 +1,305 @@
+//! Progress display and per-epoch history: a live line in a terminal, one line per epoch and
+//! split otherwise (CI logs), and the epoch means that `metrics.json` and `curves.png` use.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use burn::data::dataloader::Progress;
+use burn::train::metric::{MetricDefinition, MetricId, NumericEntry};
+use burn::train::renderer::{
+    EvaluationName, EvaluationProgress, MetricState, MetricsRenderer, MetricsRendererEvaluation,
+    MetricsRendererTraining, ProgressType, TrainingProgress,
+};
+use burn::train::{Interrupter, LearnerSummary};
+use serde::{Deserialize, Serialize};
+
+/// Epoch means of the ELBO terms for one split, nats per example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// Epoch number (from 1).
+    pub epoch: usize,
+    /// −ELBO.
+    pub neg_elbo_nats: f64,
+    /// E_q[log p(x|z)].
+    pub log_likelihood_nats: f64,
+    /// KL(q ‖ p).
+    pub kl_nats: f64,
+    /// Examples seen.
+    pub examples: usize,
+    /// Wall time of the split's pass, seconds.
+    pub seconds: f64,
+}
+
+/// Train and validation epoch metrics of a run, in epoch order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// Training epochs.
+    pub train: Vec<EpochMetrics>,
+    /// Validation epochs.
+    pub valid: Vec<EpochMetrics>,
+}
+
+/// Shared between the training loop, the renderer and a Ctrl-C handler: why a run stops.
+pub struct RunControl {
+    interrupter: Interrupter,
+    non_finite: Mutex<Option<String>>,
+    user_stop: AtomicBool,
+}
+
+impl RunControl {
+    /// A control that stops training through `interrupter`.
+    pub fn new(interrupter: Interrupter) -> Arc<Self> {
+        Arc::new(Self {
+            interrupter,
+            non_finite: Mutex::new(None),
+            user_stop: AtomicBool::new(false),
+        })
+    }
+
+    /// Asks the run to stop after the current step and save a checkpoint (Ctrl-C).
+    pub fn request_stop(&self) {
+        self.user_stop.store(true, Ordering::SeqCst);
+        self.interrupter.stop(Some("stop requested (Ctrl-C)"));
+    }
+
+    /// Whether a user stop was requested.
+    pub fn stop_requested(&self) -> bool {
+        self.user_stop.load(Ordering::SeqCst)
+    }
+
+    /// Records a NaN / ∞ and stops the run; the message says where.
+    pub fn report_non_finite(&self, message: String) {
+        if let Ok(mut slot) = self.non_finite.lock()
+            && slot.is_none()
+        {
+            *slot = Some(message);
+            self.interrupter.stop(Some("non-finite loss"));
+        }
+    }
+
+    /// The NaN / ∞ report, if any.
+    pub fn non_finite(&self) -> Option<String> {
+        self.non_finite.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// The interrupter.
+    pub fn interrupter(&self) -> &Interrupter {
+        &self.interrupter
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Split {
+    Train,
+    Valid,
+}
+
+impl Split {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Train => "train",
+            Self::Valid => "valid",
+        }
+    }
+}
+
+/// The renderer given to burn-train.
+pub struct EpochRenderer {
+    names: HashMap<MetricId, String>,
+    split: Option<Split>,
+    sums: BTreeMap<String, (f64, usize)>,
+    epoch: Progress,
+    progress: Option<Progress>,
+    started: Instant,
+    last_draw: Instant,
+    live: bool,
+    history: Arc<Mutex<History>>,
+    persist: Option<std::path::PathBuf>,
+    control: Arc<RunControl>,
+}
+
+impl EpochRenderer {
+    /// A renderer recording into `history` (and, with `persist`, rewriting that JSON file after
+    /// every epoch so a crash keeps the curves); live progress when stderr is a terminal.
+    pub fn new(
+        history: Arc<Mutex<History>>,
+        persist: Option<std::path::PathBuf>,
+        control: Arc<RunControl>,
+    ) -> Self {
+        Self {
+            names: HashMap::new(),
+            split: None,
+            sums: BTreeMap::new(),
+            epoch: Progress {
+                items_processed: 0,
+                items_total: 0,
+            },
+            progress: None,
+            started: Instant::now(),
+            last_draw: Instant::now(),
+            live: std::io::stderr().is_terminal(),
+            history,
+            persist,
+            control,
+        }
+    }
+
+    fn enter(&mut self, split: Split) {
+        if self.split != Some(split) {
+            self.flush();
+            self.split = Some(split);
+            self.started = Instant::now();
+        }
+    }
+
+    fn record(&mut self, state: MetricState) {
+        let MetricState::Numeric(entry, value) = state else {
+            return;
+        };
+        let (v, n) = match value {
+            NumericEntry::Value(v) => (v, 1),
+            NumericEntry::Aggregated {
+                aggregated_value,
+                count,
+            } => (aggregated_value, count),
+        };
+        let name = self
+            .names
+            .get(&entry.metric_id)
+            .cloned()
+            .unwrap_or_default();
+        if !v.is_finite() {
+            let split = self.split.map_or("?", Split::name);
+            self.control.report_non_finite(format!(
+                "{name} = {v} in {split} epoch {} after {} examples",
+                self.epoch.items_processed + usize::from(self.epoch.items_processed == 0),
+                self.progress.as_ref().map_or(0, |p| p.items_processed)
+            ));
+        }
+        let slot = self.sums.entry(name).or_insert((0.0, 0));
+        slot.0 += v * n as f64;
+        slot.1 += n;
+    }
+
+    fn mean(&self, name: &str) -> (f64, usize) {
+        self.sums
+            .get(name)
+            .map_or((f64::NAN, 0), |(s, n)| (s / (*n).max(1) as f64, *n))
+    }
+
+    fn flush(&mut self) {
+        let Some(split) = self.split.take() else {
+            return;
+        };
+        if self.sums.is_empty() {
+            return;
+        }
+        let (neg_elbo, examples) = self.mean("neg_elbo_nats");
+        let metrics = EpochMetrics {
+            epoch: self.epoch.items_processed,
+            neg_elbo_nats: neg_elbo,
+            log_likelihood_nats: self.mean("log_likelihood_nats").0,
+            kl_nats: self.mean("kl_nats").0,
+            examples,
+            seconds: self.started.elapsed().as_secs_f64(),
+        };
+        let rate = examples as f64 / metrics.seconds.max(1e-9);
+        if self.live {
+            eprint!("\r\x1b[2K");
+        }
+        println!(
+            "epoch {}/{} {:<5} neg_elbo_nats={:.3} log_likelihood_nats={:.3} kl_nats={:.3} ({} examples, {:.0}/s)",
+            metrics.epoch,
+            self.epoch.items_total,
+            split.name(),
+            metrics.neg_elbo_nats,
+            metrics.log_likelihood_nats,
+            metrics.kl_nats,
+            examples,
+            rate
+        );
+        if let Ok(mut history) = self.history.lock() {
+            match split {
+                Split::Train => history.train.push(metrics),
+                Split::Valid => history.valid.push(metrics),
+            }
+            if let Some(path) = &self.persist {
+                let json = serde_json::to_vec_pretty(&*history).expect("history serialises");
+                if let Err(e) = crate::checkpoint::write_atomically(path, &json) {
+                    eprintln!("warning: {e}");
+                }
+            }
+        }
+        self.sums.clear();
+    }
+
+    fn draw(&mut self, item: TrainingProgress) {
+        self.epoch = item.global_progress;
+        self.progress = item.progress;
+        if !self.live || self.last_draw.elapsed().as_millis() < 100 {
+            return;
+        }
+        self.last_draw = Instant::now();
+        let (done, total) = self
+            .progress
+            .as_ref()
+            .map_or((0, 0), |p| (p.items_processed, p.items_total));
+        let width = 24;
+        let filled = (done * width).checked_div(total).unwrap_or(0).min(width);
+        let (neg_elbo, _) = self.mean("neg_elbo_nats");
+        eprint!(
+            "\r\x1b[2Kepoch {}/{} {:<5} [{}{}] {done}/{total} neg_elbo_nats={neg_elbo:.3}",
+            self.epoch.items_processed,
+            self.epoch.items_total,
+            self.split.map_or("", Split::name),
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+        );
+        let _ = std::io::stderr().flush();
+    }
+}
+
+impl MetricsRendererTraining for EpochRenderer {
+    fn update_train(&mut self, state: MetricState) {
+        self.enter(Split::Train);
+        self.record(state);
+    }
+
+    fn update_valid(&mut self, state: MetricState) {
+        self.enter(Split::Valid);
+        self.record(state);
+    }
+
+    fn render_train(&mut self, item: TrainingProgress, _: Vec<ProgressType>) {
+        self.draw(item);
+    }
+
+    fn render_valid(&mut self, item: TrainingProgress, _: Vec<ProgressType>) {
+        self.draw(item);
+    }
+
+    fn on_train_end(
+        &mut self,
+        _summary: Option<LearnerSummary>,
+    ) -> Result<(), Box<dyn core::error::Error>> {
+        self.flush();
+        Ok(())
+    }
+}
+
+impl MetricsRendererEvaluation for EpochRenderer {
+    fn update_test(&mut self, _name: EvaluationName, _state: MetricState) {}
+
+    fn render_test(&mut self, _item: EvaluationProgress, _: Vec<ProgressType>) {}
+}
+
+impl MetricsRenderer for EpochRenderer {
+    fn manual_close(&mut self) {}
+
+    fn register_metric(&mut self, definition: MetricDefinition) {
+        self.names.insert(definition.metric_id, definition.name);
+    }
+}

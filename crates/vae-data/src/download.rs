@@ -127,6 +127,7 @@ impl Downloader {
         }
         Err(DataError::Download {
             file: file.name.to_string(),
+            dir: dir.to_path_buf(),
             attempts,
         })
     }

@@ -60,10 +60,12 @@ pub enum DataError {
         help: String,
     },
     /// Every mirror of a file failed.
-    #[error("downloading {file} failed:\n  {}", .attempts.join("\n  "))]
+    #[error("downloading {file} into {dir} failed:\n  {}", .attempts.join("\n  "))]
     Download {
         /// The file being fetched.
         file: String,
+        /// Where it was to go.
+        dir: PathBuf,
         /// One line per URL tried: the URL and what went wrong.
         attempts: Vec<String>,
     },

@@ -38,7 +38,10 @@ impl<B: Backend> ResidualBlock<B> {
     }
 
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        x.clone() + self.down.forward(gelu(self.up.forward(self.norm.forward(x))))
+        x.clone()
+            + self
+                .down
+                .forward(gelu(self.up.forward(self.norm.forward(x))))
     }
 }
 
@@ -52,7 +55,10 @@ struct ResEncoder<B: Backend> {
 
 impl<B: Backend> Encoder<B> for ResEncoder<B> {
     fn encode(&self, x: Tensor<B, 2>) -> DiagonalGaussian<B> {
-        let h = self.blocks.iter().fold(self.input.forward(x), |h, b| b.forward(h));
+        let h = self
+            .blocks
+            .iter()
+            .fold(self.input.forward(x), |h, b| b.forward(h));
         DiagonalGaussian::new(self.mean.forward(h.clone()), self.log_var.forward(h))
     }
 
@@ -74,7 +80,12 @@ impl<B: Backend> Decoder<B> for ResDecoder<B> {
 
     fn decode(&self, z: Tensor<B, 3>) -> Bernoulli<B> {
         let [s, n, l] = z.dims();
-        let h = self.blocks.iter().fold(self.input.forward(z.reshape([s * n, l])), |h, b| b.forward(h));
+        let h = self
+            .blocks
+            .iter()
+            .fold(self.input.forward(z.reshape([s * n, l])), |h, b| {
+                b.forward(h)
+            });
         let logits = self.logits.forward(h);
         let d = logits.dims()[1];
         Bernoulli::from_logits(logits.reshape([s, n, d]))
@@ -85,7 +96,12 @@ impl<B: Backend> Decoder<B> for ResDecoder<B> {
     }
 }
 
-fn model<B: Backend>(d: usize, width: usize, latent: usize, device: &B::Device) -> Vae<B, ResEncoder<B>, ResDecoder<B>> {
+fn model<B: Backend>(
+    d: usize,
+    width: usize,
+    latent: usize,
+    device: &B::Device,
+) -> Vae<B, ResEncoder<B>, ResDecoder<B>> {
     let blocks = || (0..2).map(|_| ResidualBlock::new(width, device)).collect();
     Vae::new(
         ResEncoder {
@@ -110,12 +126,18 @@ fn main() {
     let located = locate("fashion-mnist", None, &DataRoots::from_env(), None).expect(
         "Fashion-MNIST not found: apt-get install dataset-fashion-mnist, or `cargo xtask data fashion-mnist`",
     );
-    let splits = IdxSplits::load(&located.dir, located.entry.family.unwrap(), IdxOptions::default()).expect("loads");
-    let batch = |data: &dyn Dataset<vae::data::ImageItem>, start: usize, n: usize| -> Tensor<B, 2> {
-        let items = (start..start + n).filter_map(|i| data.get(i)).collect();
-        let b: ImageBatch<B> = ImageBatcher.batch(items, &device);
-        b.images
-    };
+    let splits = IdxSplits::load(
+        &located.dir,
+        located.entry.family.unwrap(),
+        IdxOptions::default(),
+    )
+    .expect("loads");
+    let batch =
+        |data: &dyn Dataset<vae::data::ImageItem>, start: usize, n: usize| -> Tensor<B, 2> {
+            let items = (start..start + n).filter_map(|i| data.get(i)).collect();
+            let b: ImageBatch<B> = ImageBatcher.batch(items, &device);
+            b.images
+        };
 
     let mut vae = model::<B>(784, 256, 16, &device);
     println!("custom residual-MLP VAE: {} parameters", vae.num_params());
@@ -140,8 +162,13 @@ fn main() {
     }
     let vae = vae.valid();
     let x = valid.slice([0..100, 0..784]);
-    let log_px = vae.log_px(x.clone(), &ImportanceSampling::new().with_num_samples(500)).mean().into_scalar();
+    let log_px = vae
+        .log_px(x.clone(), &ImportanceSampling::new().with_num_samples(500))
+        .mean()
+        .into_scalar();
     let iwae = vae.iwae_bound(x.clone(), 50).mean().into_scalar();
     let elbo = vae.elbo(x).elbo().mean().into_scalar();
-    println!("100 validation images: ELBO {elbo:.2} ≤ IWAE(K=50) {iwae:.2} ≤ log p(x) (IS, K=500) ≈ {log_px:.2} nats");
+    println!(
+        "100 validation images: ELBO {elbo:.2} ≤ IWAE(K=50) {iwae:.2} ≤ log p(x) (IS, K=500) ≈ {log_px:.2} nats"
+    );
 }

@@ -23,20 +23,36 @@ use vae::models::MlpVaeConfig;
 
 type B = Autodiff<Flex>;
 
-fn data() -> (Arc<dyn Dataset<ImageItem>>, Arc<dyn Dataset<ImageItem>>, &'static str) {
+fn data() -> (
+    Arc<dyn Dataset<ImageItem>>,
+    Arc<dyn Dataset<ImageItem>>,
+    &'static str,
+) {
     let found = locate("fashion-mnist", None, &DataRoots::from_env(), None)
         .ok()
         .and_then(|l| IdxSplits::load(&l.dir, l.entry.family.unwrap(), IdxOptions::default()).ok());
     match found {
-        Some(splits) => (Arc::new(splits.train.limit(5000)), Arc::new(splits.test), "Fashion-MNIST"),
+        Some(splits) => (
+            Arc::new(splits.train.limit(5000)),
+            Arc::new(splits.test),
+            "Fashion-MNIST",
+        ),
         None => {
             let random = |n: usize| {
                 let items: Vec<ImageItem> = (0..n)
-                    .map(|i| ImageItem { pixels: (0..784).map(|p| ((p * 7 + i * 13) % 256) as u8).collect(), label: None })
+                    .map(|i| ImageItem {
+                        pixels: (0..784).map(|p| ((p * 7 + i * 13) % 256) as u8).collect(),
+                        label: None,
+                    })
                     .collect();
-                Arc::new(burn::data::dataset::InMemDataset::new(items)) as Arc<dyn Dataset<ImageItem>>
+                Arc::new(burn::data::dataset::InMemDataset::new(items))
+                    as Arc<dyn Dataset<ImageItem>>
             };
-            (random(512), random(16), "synthetic pixels (Fashion-MNIST not found)")
+            (
+                random(512),
+                random(16),
+                "synthetic pixels (Fashion-MNIST not found)",
+            )
         }
     }
 }
@@ -81,7 +97,9 @@ fn main() {
     // 3. Decoder: Bernoulli logits η(z); log p(x|z) = Σ_d [x_d η_d − log(1 + e^{η_d})].
     let likelihood = vae.decode(z);
     let logits: Vec<f64> = match &likelihood {
-        vae::models::DecodedLikelihood::Bernoulli(b) => b.logits().into_data().convert::<f64>().to_vec().unwrap(),
+        vae::models::DecodedLikelihood::Bernoulli(b) => {
+            b.logits().into_data().convert::<f64>().to_vec().unwrap()
+        }
         _ => unreachable!("the Kingma & Welling preset is Bernoulli"),
     };
     let log_lik_by_hand: f64 = pixels
@@ -89,30 +107,70 @@ fn main() {
         .zip(&logits)
         .map(|(x, eta)| x * eta - (eta.max(0.0) + (-eta.abs()).exp().ln_1p()))
         .sum();
-    let log_lik: f64 = likelihood.log_prob(x.clone()).into_data().convert::<f64>().to_vec::<f64>().unwrap()[0];
+    let log_lik: f64 = likelihood
+        .log_prob(x.clone())
+        .into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .unwrap()[0];
 
     // 4. KL(q ‖ N(0, I)) = Σ_l ½ (μ² + σ² − 1 − log σ²), closed form.
-    let kl_by_hand: f64 = mu.iter().zip(&log_var).map(|(m, lv)| 0.5 * (m * m + lv.exp() - 1.0 - lv)).sum();
-    let kl: f64 = q.kl_standard_normal().into_data().convert::<f64>().to_vec::<f64>().unwrap()[0];
+    let kl_by_hand: f64 = mu
+        .iter()
+        .zip(&log_var)
+        .map(|(m, lv)| 0.5 * (m * m + lv.exp() - 1.0 - lv))
+        .sum();
+    let kl: f64 = q
+        .kl_standard_normal()
+        .into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .unwrap()[0];
 
     let elbo = log_lik - kl;
-    println!("\none test image, one latent sample (z = μ + σ ⊙ ε, ε[0..3] = {:.3?})", &eps[..3]);
-    println!("  E_q[log p(x|z)]  ≈ log p(x|z) = {log_lik:>10.3} nats  (by hand {log_lik_by_hand:.3}) — a log-likelihood: negative, higher is better");
-    println!("  KL(q(z|x) ‖ p(z))             = {kl:>10.3} nats  (by hand {kl_by_hand:.3}) — never negative, it is subtracted");
-    println!("  ELBO = log-lik − KL           = {elbo:>10.3} nats  — a lower bound on log p(x): maximise it");
-    println!("  loss = −ELBO                  = {:>10.3} nats  — what the optimiser minimises (Elbo::loss)", -elbo);
+    println!(
+        "\none test image, one latent sample (z = μ + σ ⊙ ε, ε[0..3] = {:.3?})",
+        &eps[..3]
+    );
+    println!(
+        "  E_q[log p(x|z)]  ≈ log p(x|z) = {log_lik:>10.3} nats  (by hand {log_lik_by_hand:.3}) — a log-likelihood: negative, higher is better"
+    );
+    println!(
+        "  KL(q(z|x) ‖ p(z))             = {kl:>10.3} nats  (by hand {kl_by_hand:.3}) — never negative, it is subtracted"
+    );
+    println!(
+        "  ELBO = log-lik − KL           = {elbo:>10.3} nats  — a lower bound on log p(x): maximise it"
+    );
+    println!(
+        "  loss = −ELBO                  = {:>10.3} nats  — what the optimiser minimises (Elbo::loss)",
+        -elbo
+    );
 
     // 5. The bound: log p(x) = ELBO + KL(q(z|x) ‖ p(z|x)) ≥ ELBO. Estimate log p(x) by importance
     //    sampling and the expected ELBO with many samples.
     let sampling = ImportanceSampling::new().with_num_samples(5000);
-    let log_px = vae.log_px(x.clone(), &sampling).into_data().convert::<f64>().to_vec::<f64>().unwrap()[0];
-    let expected_elbo = vae.forward(x, 1000, vae::core::KlEstimator::Analytic).elbo.elbo();
-    let expected_elbo: f64 = expected_elbo.into_data().convert::<f64>().to_vec::<f64>().unwrap()[0];
+    let log_px = vae
+        .log_px(x.clone(), &sampling)
+        .into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .unwrap()[0];
+    let expected_elbo = vae
+        .forward(x, 1000, vae::core::KlEstimator::Analytic)
+        .elbo
+        .elbo();
+    let expected_elbo: f64 = expected_elbo
+        .into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .unwrap()[0];
     println!("\n  E_q[ELBO] (1000 samples)      = {expected_elbo:>10.3} nats");
     println!("  log p(x) (importance, K=5000) ≈ {log_px:>10.3} nats");
     println!(
         "  gap = log p(x) − ELBO ≈ KL(q(z|x) ‖ p(z|x)) = {:.3} nats ≥ 0: how far the encoder is from the true posterior",
         log_px - expected_elbo
     );
-    println!("\nMinimising −ELBO raises a lower bound on log p(x): it improves the model, closes the gap, or both.");
+    println!(
+        "\nMinimising −ELBO raises a lower bound on log p(x): it improves the model, closes the gap, or both."
+    );
 }

@@ -12,8 +12,8 @@ use burn::train::TrainStep;
 use vae::core::{ElboObjective, ElboSummary, KlEstimator};
 use vae::data::{ImageBatch, ImageItem};
 use vae::models::MlpVaeConfig;
-use vae::train::evaluate::{BitsPerDim, batches, evaluate};
 use vae::train::TrainableVae;
+use vae::train::evaluate::{BitsPerDim, batches, evaluate};
 
 type B = Flex;
 type Ad = Autodiff<Flex>;
@@ -50,7 +50,10 @@ fn evaluation_reports_the_core_elbo_terms() {
     let reported = evaluate(&vae, data.as_ref(), 16, BitsPerDim::Discrete, &device).unwrap();
     B::seed(&device, 5);
     let again = evaluate(&vae, data.as_ref(), 16, BitsPerDim::Discrete, &device).unwrap();
-    assert_eq!(reported.neg_elbo_nats, again.neg_elbo_nats, "evaluate is not repeatable");
+    assert_eq!(
+        reported.neg_elbo_nats, again.neg_elbo_nats,
+        "evaluate is not repeatable"
+    );
     B::seed(&device, 5);
     let parts: Vec<(ElboSummary, usize)> = batches::<B>(data.as_ref(), 16, &device)
         .map(|b| {
@@ -71,7 +74,10 @@ fn the_training_step_descends_minus_the_elbo() {
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     let data = dataset(64);
-    let x = batches::<Ad>(data.as_ref(), 64, &device).next().unwrap().unwrap();
+    let x = batches::<Ad>(data.as_ref(), 64, &device)
+        .next()
+        .unwrap()
+        .unwrap();
     let mut model = TrainableVae::new(
         MlpVaeConfig::new(64, vec![32], 4).init::<Ad>(&device),
         ElboObjective::default(),
@@ -86,7 +92,12 @@ fn the_training_step_descends_minus_the_elbo() {
     };
     let before = elbo_of(&model);
     for _ in 0..20 {
-        let out = TrainStep::step(&model, ImageBatch { images: x.images.clone() });
+        let out = TrainStep::step(
+            &model,
+            ImageBatch {
+                images: x.images.clone(),
+            },
+        );
         // The metrics see exactly the ELBO terms, whatever the objective.
         let terms = out.item;
         assert_eq!(terms.kl.dims(), [64]);
@@ -95,7 +106,10 @@ fn the_training_step_descends_minus_the_elbo() {
     }
     let after = elbo_of(&model);
     assert_eq!(model.steps(), 20, "the step counter drives KL warm-up");
-    assert!(after.neg_elbo_nats < before.neg_elbo_nats - 1.0, "{before:?} → {after:?}");
+    assert!(
+        after.neg_elbo_nats < before.neg_elbo_nats - 1.0,
+        "{before:?} → {after:?}"
+    );
 }
 
 #[test]
@@ -103,7 +117,11 @@ fn elbo_iwae_and_log_px_are_ordered_on_a_trained_model() {
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     let data = dataset(128);
-    let x = batches::<Ad>(data.as_ref(), 128, &device).next().unwrap().unwrap().images;
+    let x = batches::<Ad>(data.as_ref(), 128, &device)
+        .next()
+        .unwrap()
+        .unwrap()
+        .images;
     let mut vae = MlpVaeConfig::new(64, vec![32], 4).init::<Ad>(&device);
     let mut optim = AdamConfig::new().init();
     for _ in 0..100 {
@@ -114,11 +132,22 @@ fn elbo_iwae_and_log_px_are_ordered_on_a_trained_model() {
     let x = x.inner();
     B::seed(&device, 2);
     // Expectations over many samples, so the ordering is not noise.
-    let elbo: f32 = vae.forward(x.clone(), 200, KlEstimator::Analytic).elbo.elbo().mean().into_scalar();
-    let iwae: f32 = vae.iwae_bound(x.clone(), 200).mean().into_scalar();
-    let log_px: f32 = vae
-        .log_px(x, &vae::core::ImportanceSampling::new().with_num_samples(2000))
+    let elbo: f32 = vae
+        .forward(x.clone(), 200, KlEstimator::Analytic)
+        .elbo
+        .elbo()
         .mean()
         .into_scalar();
-    assert!(elbo < iwae && iwae <= log_px + 0.05, "ELBO {elbo}, IWAE-200 {iwae}, log p(x) {log_px}");
+    let iwae: f32 = vae.iwae_bound(x.clone(), 200).mean().into_scalar();
+    let log_px: f32 = vae
+        .log_px(
+            x,
+            &vae::core::ImportanceSampling::new().with_num_samples(2000),
+        )
+        .mean()
+        .into_scalar();
+    assert!(
+        elbo < iwae && iwae <= log_px + 0.05,
+        "ELBO {elbo}, IWAE-200 {iwae}, log p(x) {log_px}"
+    );
 }

@@ -354,12 +354,18 @@ mod tests {
     fn unknown_keys_and_bad_values_name_the_key() {
         let err = RunConfig::for_dataset("mnist", &overrides(&["training.epohcs=3"])).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("training.epohcs") && msg.contains("unknown"), "{msg}");
+        assert!(
+            msg.contains("training.epohcs") && msg.contains("unknown"),
+            "{msg}"
+        );
         // Keys inside burn-derived configs are caught by the key comparison instead.
         let err = RunConfig::for_dataset("mnist", &overrides(&["training.objective.betta=2"]))
             .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("unknown configuration key `training.objective.betta`"), "{msg}");
+        assert!(
+            msg.contains("unknown configuration key `training.objective.betta`"),
+            "{msg}"
+        );
         let err =
             RunConfig::for_dataset("mnist", &overrides(&["training.batch_size=big"])).unwrap_err();
         assert!(err.to_string().contains("training.batch_size"), "{err}");

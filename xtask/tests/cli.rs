@@ -10,22 +10,37 @@ fn xtask(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(args)
         .env_remove("VAE_DATA_DIR")
-        .env("XDG_CACHE_HOME", std::env::temp_dir().join("vae-xtask-tests-cache"))
+        .env(
+            "XDG_CACHE_HOME",
+            std::env::temp_dir().join("vae-xtask-tests-cache"),
+        )
         .output()
         .expect("xtask runs")
 }
 
 fn ok(args: &[&str]) -> String {
     let out = xtask(args);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "`xtask {}` failed:\n{text}", args.join(" "));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "`xtask {}` failed:\n{text}",
+        args.join(" ")
+    );
     text
 }
 
 fn fails(args: &[&str]) -> String {
     let out = xtask(args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "`xtask {}` should fail", args.join(" "));
+    assert!(
+        !out.status.success(),
+        "`xtask {}` should fail",
+        args.join(" ")
+    );
     assert!(stderr.contains("error: "), "no error line: {stderr}");
     assert!(!stderr.contains("panicked"), "panicked: {stderr}");
     stderr
@@ -36,7 +51,11 @@ fn metrics(run: &Path) -> Value {
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 const RUN_FILES: [&str; 9] = [
@@ -62,7 +81,18 @@ fn fashion_mnist_trains_evaluates_samples_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let r = run.to_str().unwrap();
-    ok(&["train", "fashion-mnist", "--limit", "2000", "--epochs", "2", "--out", r, "--backend", "cpu"]);
+    ok(&[
+        "train",
+        "fashion-mnist",
+        "--limit",
+        "2000",
+        "--epochs",
+        "2",
+        "--out",
+        r,
+        "--backend",
+        "cpu",
+    ]);
     assert_run_files(&run);
     let m = metrics(&run);
     assert_eq!(m["dataset"], "fashion-mnist");
@@ -80,35 +110,87 @@ fn fashion_mnist_trains_evaluates_samples_and_resumes() {
         }
     }
     let test = &m["test"];
-    for key in ["neg_elbo_nats", "log_likelihood_nats", "kl_nats", "bits_per_dim"] {
+    for key in [
+        "neg_elbo_nats",
+        "log_likelihood_nats",
+        "kl_nats",
+        "bits_per_dim",
+    ] {
         assert!(test[key].as_f64().unwrap().is_finite(), "test.{key}");
     }
     assert!(m["train_images_per_second"].as_f64().unwrap() > 0.0);
 
     // eval adds the importance-sampled log p(x), which beats the ELBO.
-    ok(&["eval", "--run", r, "--importance-samples", "64", "--limit", "500", "--backend", "cpu"]);
+    ok(&[
+        "eval",
+        "--run",
+        r,
+        "--importance-samples",
+        "64",
+        "--limit",
+        "500",
+        "--backend",
+        "cpu",
+    ]);
     let m = metrics(&run);
     let log_px = m["test"]["is_log_px_nats"].as_f64().unwrap();
     assert_eq!(m["test"]["importance_samples"], 64);
-    assert!(log_px > -m["test"]["neg_elbo_nats"].as_f64().unwrap(), "IS log p(x) {log_px} below the ELBO");
+    assert!(
+        log_px > -m["test"]["neg_elbo_nats"].as_f64().unwrap(),
+        "IS log p(x) {log_px} below the ELBO"
+    );
 
     let png = dir.path().join("s.png");
-    ok(&["sample", "--run", r, "--n", "9", "--out", png.to_str().unwrap(), "--backend", "cpu"]);
+    ok(&[
+        "sample",
+        "--run",
+        r,
+        "--n",
+        "9",
+        "--out",
+        png.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
     let img = image::open(&png).unwrap();
     assert_eq!((img.width(), img.height()), (3 * 58 + 2, 3 * 58 + 2));
 
     // Resume continues at epoch 3 with the saved optimizer state.
-    let text = ok(&["train", "fashion-mnist", "--resume", "--epochs", "3", "--out", r, "--backend", "cpu"]);
+    let text = ok(&[
+        "train",
+        "fashion-mnist",
+        "--resume",
+        "--epochs",
+        "3",
+        "--out",
+        r,
+        "--backend",
+        "cpu",
+    ]);
     assert!(text.contains("epoch 3/3 train"), "{text}");
     assert!(!text.contains("epoch 1/3"), "{text}");
     let m = metrics(&run);
     assert_eq!(m["train"]["epoch"], serde_json::json!([1, 2, 3]));
-    let marker: Value = serde_json::from_slice(&std::fs::read(run.join("checkpoints/checkpoint/latest.json")).unwrap()).unwrap();
+    let marker: Value = serde_json::from_slice(
+        &std::fs::read(run.join("checkpoints/checkpoint/latest.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(marker["epoch"], 3);
     assert_eq!(marker["optimizer_steps"], 3 * 2000usize.div_ceil(128));
 
     // A finished run is not silently overwritten.
-    let err = fails(&["train", "fashion-mnist", "--limit", "100", "--epochs", "1", "--out", r, "--backend", "cpu"]);
+    let err = fails(&[
+        "train",
+        "fashion-mnist",
+        "--limit",
+        "100",
+        "--epochs",
+        "1",
+        "--out",
+        r,
+        "--backend",
+        "cpu",
+    ]);
     assert!(err.contains("--resume"), "{err}");
 }
 
@@ -118,7 +200,9 @@ fn celeba_fixture(dir: &Path, n: usize) {
     std::fs::create_dir_all(&images).unwrap();
     let mut partition = String::new();
     for i in 1..=n {
-        let img = image::RgbImage::from_fn(178, 218, |x, y| image::Rgb([(x + i as u32) as u8, (y * 2) as u8, (i * 9) as u8]));
+        let img = image::RgbImage::from_fn(178, 218, |x, y| {
+            image::Rgb([(x + i as u32) as u8, (y * 2) as u8, (i * 9) as u8])
+        });
         img.save(images.join(format!("{i:06}.jpg"))).unwrap();
         partition.push_str(&format!("{i:06}.jpg {}\n", [0, 0, 0, 0, 0, 0, 1, 2][i % 8]));
     }
@@ -142,12 +226,22 @@ fn celeba_layout_fixtures_train() {
     let data = dir.path().join("celeba");
     celeba_fixture(&data, 40);
     let run = dir.path().join("run");
-    let mut args = vec!["train", "celeba", "--data-dir", data.to_str().unwrap(), "--out", run.to_str().unwrap()];
+    let mut args = vec![
+        "train",
+        "celeba",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ];
     args.extend(["--epochs", "2", "--batch-size", "8", "--backend", "cpu"]);
     args.extend(TINY_CONV);
     ok(&args);
     assert_run_files(&run);
-    assert!(run.join("manifold.png").is_file(), "2-D latent space draws a manifold");
+    assert!(
+        run.join("manifold.png").is_file(),
+        "2-D latent space draws a manifold"
+    );
     let m = metrics(&run);
     assert_eq!(m["test"]["bits_per_dim_convention"], "density8-bit");
     assert_eq!(m["test"]["examples"], 5);
@@ -159,13 +253,32 @@ fn an_image_folder_trains() {
     let data = dir.path().join("pictures");
     std::fs::create_dir_all(data.join("a")).unwrap();
     for i in 0..45u32 {
-        let img = image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * i) as u8, y as u8, 100]));
+        let img =
+            image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * i) as u8, y as u8, 100]));
         let sub = if i % 3 == 0 { "a/" } else { "" };
         img.save(data.join(format!("{sub}p{i}.png"))).unwrap();
     }
     let run = dir.path().join("run");
-    let mut args = vec!["train", "image-folder", "--data-dir", data.to_str().unwrap(), "--out", run.to_str().unwrap()];
-    args.extend(["--epochs", "1", "--batch-size", "8", "--backend", "cpu", "--set", "data.valid_every=5", "--set", "data.test_every=5"]);
+    let mut args = vec![
+        "train",
+        "image-folder",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    args.extend([
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--backend",
+        "cpu",
+        "--set",
+        "data.valid_every=5",
+        "--set",
+        "data.test_every=5",
+    ]);
     args.extend(TINY_CONV);
     ok(&args);
     assert_run_files(&run);
@@ -179,20 +292,64 @@ fn errors_are_one_clear_message() {
     let out = dir.path().join("out");
     let o = out.to_str().unwrap();
 
-    let err = fails(&["train", "mnist", "--data-dir", empty.to_str().unwrap(), "--out", o, "--backend", "cpu"]);
-    assert!(err.contains("train-images-idx3-ubyte") && err.contains(empty.to_str().unwrap()), "{err}");
+    let err = fails(&[
+        "train",
+        "mnist",
+        "--data-dir",
+        empty.to_str().unwrap(),
+        "--out",
+        o,
+        "--backend",
+        "cpu",
+    ]);
+    assert!(
+        err.contains("train-images-idx3-ubyte") && err.contains(empty.to_str().unwrap()),
+        "{err}"
+    );
 
-    let err = fails(&["train", "fashion-mnist", "--set", "training.epohcs=1", "--out", o, "--backend", "cpu"]);
+    let err = fails(&[
+        "train",
+        "fashion-mnist",
+        "--set",
+        "training.epohcs=1",
+        "--out",
+        o,
+        "--backend",
+        "cpu",
+    ]);
     assert!(err.contains("training.epohcs"), "{err}");
-    assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{err}"
+    );
 
     let file = dir.path().join("a-file");
     std::fs::write(&file, "").unwrap();
-    let err = fails(&["train", "fashion-mnist", "--out", file.join("run").to_str().unwrap(), "--backend", "cpu"]);
+    let err = fails(&[
+        "train",
+        "fashion-mnist",
+        "--out",
+        file.join("run").to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
     assert!(err.contains("--out") && err.contains("a-file"), "{err}");
 
-    let err = fails(&["train", "celeba", "--data-dir", empty.to_str().unwrap(), "--out", o, "--backend", "cpu"]);
-    assert!(err.contains("img_align_celeba") && err.contains("list_eval_partition.txt"), "{err}");
+    let err = fails(&[
+        "train",
+        "celeba",
+        "--data-dir",
+        empty.to_str().unwrap(),
+        "--out",
+        o,
+        "--backend",
+        "cpu",
+    ]);
+    assert!(
+        err.contains("img_align_celeba") && err.contains("list_eval_partition.txt"),
+        "{err}"
+    );
 
     let err = fails(&["eval", "--run", empty.to_str().unwrap(), "--backend", "cpu"]);
     assert!(err.contains("config.toml"), "{err}");
@@ -203,11 +360,27 @@ fn a_diverging_run_stops_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let err = fails(&[
-        "train", "fashion-mnist", "--limit", "3000", "--epochs", "2", "--out", run.to_str().unwrap(),
-        "--backend", "cpu", "--set", "training.learning_rate=1e9",
+        "train",
+        "fashion-mnist",
+        "--limit",
+        "3000",
+        "--epochs",
+        "2",
+        "--out",
+        run.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--set",
+        "training.learning_rate=1e9",
     ]);
-    assert!(err.contains("training diverged") && err.contains("NaN") || err.contains("inf"), "{err}");
-    assert!(!run.join("model.safetensors").exists(), "a diverged model must not be published");
+    assert!(
+        err.contains("training diverged") && err.contains("NaN") || err.contains("inf"),
+        "{err}"
+    );
+    assert!(
+        !run.join("model.safetensors").exists(),
+        "a diverged model must not be published"
+    );
 }
 
 #[cfg(unix)]
@@ -217,7 +390,18 @@ fn ctrl_c_checkpoints_and_resume_redoes_the_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let run: PathBuf = dir.path().join("run");
     let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["train", "fashion-mnist", "--epochs", "3", "--limit", "30000", "--out", run.to_str().unwrap(), "--backend", "cpu"])
+        .args([
+            "train",
+            "fashion-mnist",
+            "--epochs",
+            "3",
+            "--limit",
+            "30000",
+            "--out",
+            run.to_str().unwrap(),
+            "--backend",
+            "cpu",
+        ])
         .env_remove("VAE_DATA_DIR")
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -230,16 +414,45 @@ fn ctrl_c_checkpoints_and_resume_redoes_the_epoch() {
         }
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
     assert!(child.wait().unwrap().success(), "{rest:?}");
-    assert!(rest.iter().any(|l| l.contains("stopped during epoch 2")), "{rest:?}");
-    let marker: Value = serde_json::from_slice(&std::fs::read(run.join("checkpoints/checkpoint/latest.json")).unwrap()).unwrap();
-    assert_eq!((marker["epoch"].as_u64(), marker["complete"].as_bool()), (Some(1), Some(false)));
+    assert!(
+        rest.iter().any(|l| l.contains("stopped during epoch 2")),
+        "{rest:?}"
+    );
+    let marker: Value = serde_json::from_slice(
+        &std::fs::read(run.join("checkpoints/checkpoint/latest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (marker["epoch"].as_u64(), marker["complete"].as_bool()),
+        (Some(1), Some(false))
+    );
     let steps = marker["optimizer_steps"].as_u64().unwrap();
-    assert!(steps > 235 && steps < 470, "stopped inside epoch 2: {steps} steps");
+    assert!(
+        steps > 235 && steps < 470,
+        "stopped inside epoch 2: {steps} steps"
+    );
 
-    let text = ok(&["train", "fashion-mnist", "--resume", "--out", run.to_str().unwrap(), "--backend", "cpu"]);
-    assert!(text.contains("epoch 2/3 train") && text.contains("epoch 3/3 valid"), "{text}");
-    assert_eq!(metrics(&run)["train"]["epoch"], serde_json::json!([1, 2, 3]));
+    let text = ok(&[
+        "train",
+        "fashion-mnist",
+        "--resume",
+        "--out",
+        run.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(
+        text.contains("epoch 2/3 train") && text.contains("epoch 3/3 valid"),
+        "{text}"
+    );
+    assert_eq!(
+        metrics(&run)["train"]["epoch"],
+        serde_json::json!([1, 2, 3])
+    );
 }

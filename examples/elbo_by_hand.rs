@@ -23,11 +23,10 @@ use vae::models::MlpVaeConfig;
 
 type B = Autodiff<Flex>;
 
-fn data() -> (
-    Arc<dyn Dataset<ImageItem>>,
-    Arc<dyn Dataset<ImageItem>>,
-    &'static str,
-) {
+type Images = Arc<dyn Dataset<ImageItem>>;
+
+/// Training and test images, and where they came from.
+fn data() -> (Images, Images, &'static str) {
     let found = locate("fashion-mnist", None, &DataRoots::from_env(), None)
         .ok()
         .and_then(|l| IdxSplits::load(&l.dir, l.entry.family.unwrap(), IdxOptions::default()).ok());

@@ -8,8 +8,8 @@ use crate::observation::{ObservationModel, broadcast_data, softplus, sum_feature
 /// η = log(p / (1 − p)): the decoder's last layer is linear, with no sigmoid in front.
 ///
 /// `log p(x|η) = Σ_d [x_d log σ(η_d) + (1 − x_d) log σ(−η_d)] = Σ_d [x_d η_d − softplus(η_d)]`,
-/// evaluated as `x η − max(η, 0) − log1p(exp(−|η|))`, which is finite for every finite η
-/// (the naive `x log p + (1−x) log(1−p)` is −∞ once p rounds to 0 or 1).
+/// evaluated as `x η + log σ(−η)`, which is finite for every finite η (the naive
+/// `x log p + (1−x) log(1−p)` is −∞ once p rounds to 0 or 1).
 ///
 /// Targets may be continuous in [0, 1] (grey-scale pixels), as in Kingma & Welling's and
 /// PyTorch's MNIST examples; the value is then a cross-entropy, not a normalised log-density

@@ -4,10 +4,12 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::{Tensor, activation::leaky_relu, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 use vae_core::DiagonalGaussian;
 
+use crate::activation::leaky_relu;
 use crate::architecture::{ArchitectureError, ImageShape};
+use crate::batch_norm::batch_norm;
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::likelihood::{DecodedLikelihood, Likelihood, LikelihoodHead};
@@ -49,13 +51,15 @@ impl<B: Backend> DownBlock<B> {
             conv: Conv2dConfig::new([channels_in, channels_out], [3, 3])
                 .with_stride([2, 2])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                // Batch norm subtracts the channel mean right after: a bias would cancel.
+                .with_bias(false)
                 .init(device),
             norm: BatchNormConfig::new(channels_out).init(device),
         }
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        leaky_relu(self.norm.forward(self.conv.forward(x)), LEAKY_SLOPE)
+        leaky_relu(batch_norm(&self.norm, self.conv.forward(x)), LEAKY_SLOPE)
     }
 }
 
@@ -66,13 +70,14 @@ impl<B: Backend> UpBlock<B> {
                 .with_stride([2, 2])
                 .with_padding([1, 1])
                 .with_padding_out([1, 1])
+                .with_bias(false)
                 .init(device),
             norm: BatchNormConfig::new(channels_out).init(device),
         }
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        leaky_relu(self.norm.forward(self.conv.forward(x)), LEAKY_SLOPE)
+        leaky_relu(batch_norm(&self.norm, self.conv.forward(x)), LEAKY_SLOPE)
     }
 }
 

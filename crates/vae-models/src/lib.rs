@@ -20,6 +20,7 @@
 
 mod activation;
 mod architecture;
+mod batch_norm;
 mod conv;
 mod decoder;
 mod encoder;

@@ -456,3 +456,35 @@ fn ctrl_c_checkpoints_and_resume_redoes_the_epoch() {
         serde_json::json!([1, 2, 3])
     );
 }
+
+#[test]
+fn the_same_seed_repeats_a_cpu_run_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let curves: Vec<Value> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let run = dir.path().join(name);
+            ok(&[
+                "train",
+                "fashion-mnist",
+                "--limit",
+                "1000",
+                "--epochs",
+                "1",
+                "--seed",
+                "7",
+                "--out",
+                run.to_str().unwrap(),
+                "--backend",
+                "cpu",
+            ]);
+            let m = metrics(&run);
+            serde_json::json!([
+                m["train"]["neg_elbo_nats"],
+                m["valid"]["neg_elbo_nats"],
+                m["test"]["neg_elbo_nats"]
+            ])
+        })
+        .collect();
+    assert_eq!(curves[0], curves[1]);
+}

@@ -59,10 +59,74 @@ pub fn resolve(request: BackendRequest) -> Result<(BackendChoice, String), Strin
     }
 }
 
+/// The directory of the persistent kernel (PTX) and autotune caches: `$VAE_KERNEL_CACHE`, else
+/// `~/.cache/vae/cubecl/<GPU model>` (cubecl's PTX keys omit the GPU architecture, so each model
+/// gets its own directory).
+#[cfg(feature = "cuda")]
+pub fn kernel_cache_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("VAE_KERNEL_CACHE") {
+        return dir.into();
+    }
+    let model = std::fs::read_dir("/proc/driver/nvidia/gpus")
+        .ok()
+        .and_then(|mut gpus| gpus.next())
+        .and_then(|gpu| std::fs::read_to_string(gpu.ok()?.path().join("information")).ok())
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("Model:").map(|m| m.trim().to_string()))
+        })
+        .unwrap_or_else(|| "unknown-gpu".into());
+    let model: String = model
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| ".cache".into());
+    base.join("vae").join("cubecl").join(model)
+}
+
+/// Turns on cubecl's persistent PTX and autotune caches in [`kernel_cache_dir`], so only the
+/// first run on a machine pays for kernel compilation. A `cubecl.toml` (or `burn.toml`) in the
+/// working directory or above takes precedence. Must run before the first GPU operation.
+#[cfg(feature = "cuda")]
+pub fn configure_kernel_caches() {
+    use burn::cubecl::config::cache::CacheConfig;
+    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut dir = std::env::current_dir().unwrap_or_default();
+        loop {
+            if ["cubecl.toml", "CubeCL.toml", "burn.toml", "Burn.toml"]
+                .iter()
+                .any(|f| dir.join(f).is_file())
+            {
+                return;
+            }
+            if !dir.pop() {
+                break;
+            }
+        }
+        let cache = kernel_cache_dir();
+        let mut config = CubeClRuntimeConfig::default();
+        config.compilation.cache = Some(CacheConfig::File(cache.clone()));
+        config.autotune.cache = CacheConfig::File(cache);
+        CubeClRuntimeConfig::set(config);
+    });
+}
+
 /// Runs one tiny kernel on GPU 0 on a helper thread: without a driver the first CUDA call panics
 /// rather than returning an error, so the panic is contained there and reported as text.
 #[cfg(feature = "cuda")]
 pub fn cuda_probe() -> Result<(), String> {
+    configure_kernel_caches();
     use burn::tensor::Tensor;
     use std::sync::{Arc, Mutex};
     let message = Arc::new(Mutex::new(None::<String>));
@@ -84,7 +148,7 @@ pub fn cuda_probe() -> Result<(), String> {
     let outcome = match spawned {
         Err(e) => Err(format!("could not start the probe thread: {e}")),
         Ok(_) => match rx.recv_timeout(std::time::Duration::from_secs(300)) {
-            Ok(v) if v == 6.0 => Ok(()),
+            Ok(6.0) => Ok(()),
             Ok(v) => Err(format!("GPU probe computed {v} instead of 6")),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err("GPU probe timed out".into()),
             Err(_) => Err(message

@@ -79,7 +79,7 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def bench(name, model, shape, warmup, steps, device):
+def bench(name, model, shape, warmup, steps, device, repeats):
     started = time.perf_counter()
     model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -97,16 +97,19 @@ def bench(name, model, shape, warmup, steps, device):
     first = time.perf_counter() - started
     for _ in range(warmup):
         step()
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    loss.item()
-    sync(device)
-    elapsed = time.perf_counter() - t0
+    rates = []
+    for _ in range(repeats):  # median of the timed segments, as the Rust harness does
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            loss = step()
+        loss.item()
+        sync(device)
+        rates.append(shape[0] * steps / (time.perf_counter() - t0))
+    rates.sort()
     print(json.dumps({
         "case": name, "batch": shape[0], "device": str(device),
-        "images_per_second": shape[0] * steps / elapsed,
+        "images_per_second": rates[len(rates) // 2],
         "first_step_seconds": first, "steps": steps,
     }), flush=True)
 
@@ -125,12 +128,13 @@ def main():
     for name in a.cases.split(","):
         model, batch = name.split("-b")
         batch = int(batch)
+        repeats = 1 if a.quick else 3
         if model == "mlp":
             warmup, steps = (2, 5) if a.quick else (10, 100)
-            bench(name, Mlp(), (batch, 784), warmup, steps, device)
+            bench(name, Mlp(), (batch, 784), warmup, steps, device, repeats)
         else:
-            warmup, steps = (1, 1) if a.quick else (3, 10 if device.type == "cpu" else 50)
-            bench(name, Conv(), (batch, 3, 64, 64), warmup, steps, device)
+            warmup, steps = (1, 1) if a.quick else (1, 5) if device.type == "cpu" else (3, 50)
+            bench(name, Conv(), (batch, 3, 64, 64), warmup, steps, device, repeats)
 
 
 if __name__ == "__main__":

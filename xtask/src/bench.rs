@@ -61,9 +61,9 @@ pub struct Record {
     pub device: String,
     /// Examples per step.
     pub batch: usize,
-    /// Timed steps.
+    /// Timed steps per segment.
     pub steps: usize,
-    /// Training images per second after warm-up.
+    /// Training images per second after warm-up (median of 3 timed segments).
     pub images_per_second: f64,
     /// Seconds from model creation to the end of the first step.
     pub first_step_seconds: f64,
@@ -74,11 +74,14 @@ pub struct Record {
 
 const ALL_CASES: [&str; 4] = ["mlp-b128", "mlp-b1024", "conv-b64", "conv-b256"];
 
+/// Timed segments per case (one with `--quick`); the median is reported.
+const REPEATS: usize = 3;
+
 fn time_case<B, E, D>(
     case: &str,
     make: impl FnOnce(&B::Device) -> Vae<B, E, D>,
     input: [usize; 2],
-    (warmup, steps): (usize, usize),
+    (warmup, steps, repeats): (usize, usize, usize),
     device: &B::Device,
     device_name: &str,
 ) -> Record
@@ -121,20 +124,25 @@ where
             .sum()
             .into_scalar();
     };
-    sync(&model);
-    let t0 = Instant::now();
-    for _ in 0..steps {
-        model = step(model).0;
+    // The median of several timed segments: shared machines are noisy (±20% run to run here).
+    let mut rates = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        sync(&model);
+        let t0 = Instant::now();
+        for _ in 0..steps {
+            model = step(model).0;
+        }
+        sync(&model);
+        rates.push((input[0] * steps) as f64 / t0.elapsed().as_secs_f64());
     }
-    sync(&model);
-    let elapsed = t0.elapsed().as_secs_f64();
+    rates.sort_by(f64::total_cmp);
     Record {
         case: case.to_string(),
         framework: "burn".into(),
         device: device_name.to_string(),
         batch: input[0],
         steps,
-        images_per_second: (input[0] * steps) as f64 / elapsed,
+        images_per_second: rates[rates.len() / 2],
         first_step_seconds: first,
         ratio_vs_pytorch: None,
     }
@@ -154,7 +162,7 @@ fn burn_cases<B: AutodiffBackend>(
         let batch: usize = batch.parse().context("batch size")?;
         let record = match model {
             "mlp" => {
-                let plan = if quick { (2, 5) } else { (10, 100) };
+                let plan = if quick { (2, 5, 1) } else { (10, 100, REPEATS) };
                 time_case::<B, _, _>(
                     case,
                     |d| MlpVaeConfig::kingma_welling(784).init(d),
@@ -166,11 +174,11 @@ fn burn_cases<B: AutodiffBackend>(
             }
             "conv" => {
                 let plan = if quick {
-                    (1, 1)
+                    (1, 1, 1)
                 } else if device_name.starts_with("cpu") {
-                    (2, 10)
+                    (1, 5, REPEATS)
                 } else {
-                    (3, 50)
+                    (3, 50, REPEATS)
                 };
                 let config = ConvVaeConfig::celeba_64(Likelihood::Gaussian {
                     scale: GaussianScale::Fixed { sigma: 0.1 },

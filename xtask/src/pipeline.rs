@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use vae_core::ImportanceSampling;
 use vae_models::{Architecture, Decoder, Encoder, Likelihood, Vae, persist};
 use vae_train::strategy::StopReason;
-use vae_train::{BitsPerDim, RunControl, RunMetrics, TrainRequest, artifacts, evaluate};
+use vae_train::{
+    BitsPerDim, RunControl, RunMetrics, TestMetrics, TrainRequest, artifacts, evaluate,
+};
 
 use crate::data::{LoadedData, load};
 use crate::settings::RunConfig;
@@ -242,7 +244,7 @@ pub fn eval<B: Backend>(
     // Batches small enough that chunk × batch × D decoder outputs fit comfortably.
     let batch = (4_000_000 / (sampling.chunk_size * data.dims.num_values())).clamp(1, 256);
     let started = std::time::Instant::now();
-    let mut test_metrics = with_model::<B, _>(&config, run, &device, |model| {
+    let subset = with_model::<B, _>(&config, run, &device, |model| {
         let (mut metrics, log_px) = match model {
             ModelRef::Mlp(m) => (
                 evaluate::evaluate(m, test.as_ref(), 256, bits, &device)?,
@@ -255,26 +257,29 @@ pub fn eval<B: Backend>(
         };
         metrics.is_log_px_nats = Some(log_px);
         metrics.importance_samples = Some(importance_samples);
+        metrics.is_examples = Some(metrics.examples);
         Ok(metrics)
     })?;
-    let path = run.join("metrics.json");
-    let mut metrics = RunMetrics::read(&path)?;
-    if let Some(previous) = &metrics.test
-        && limit > 0
-    {
-        // A partial evaluation does not replace the full test ELBO written by training.
-        test_metrics.neg_elbo_nats = previous.neg_elbo_nats;
-        test_metrics.log_likelihood_nats = previous.log_likelihood_nats;
-        test_metrics.kl_nats = previous.kl_nats;
-        test_metrics.bits_per_dim = previous.bits_per_dim;
-    }
     println!(
-        "test ({} examples): neg_elbo_nats={:.3} is_log_px_nats={:.3} (K = {importance_samples}) in {:.1} s",
-        test_metrics.examples,
-        test_metrics.neg_elbo_nats,
-        test_metrics.is_log_px_nats.unwrap_or(f64::NAN),
+        "test ({} examples): neg_elbo_nats={:.3}, is_log_px_nats={:.3} (K = {importance_samples}): log p(x) ≥ ELBO by {:.3} nats, in {:.1} s",
+        subset.examples,
+        subset.neg_elbo_nats,
+        subset.is_log_px_nats.unwrap_or(f64::NAN),
+        subset.is_log_px_nats.unwrap_or(f64::NAN) + subset.neg_elbo_nats,
         started.elapsed().as_secs_f64()
     );
+    let path = run.join("metrics.json");
+    let mut metrics = RunMetrics::read(&path)?;
+    // A partial evaluation adds log p(x) but keeps the full test-set ELBO written by training.
+    let test_metrics = match (&metrics.test, limit > 0) {
+        (Some(full), true) => TestMetrics {
+            is_log_px_nats: subset.is_log_px_nats,
+            importance_samples: subset.importance_samples,
+            is_examples: subset.is_examples,
+            ..full.clone()
+        },
+        _ => subset,
+    };
     metrics.test = Some(test_metrics);
     metrics.write(&path)?;
     Ok(())

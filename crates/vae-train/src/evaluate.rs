@@ -59,6 +59,9 @@ pub struct TestMetrics {
     /// K, the importance samples per example behind `is_log_px_nats`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub importance_samples: Option<usize>,
+    /// Test examples behind `is_log_px_nats` (the first ones, when `eval --limit` was used).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub is_examples: Option<usize>,
 }
 
 /// Batches of a dataset, in order, on `device`.
@@ -113,6 +116,7 @@ pub fn evaluate<B: Backend, E: Encoder<B>, D: Decoder<B>>(
         examples: parts.iter().map(|(_, n)| n).sum(),
         is_log_px_nats: None,
         importance_samples: None,
+        is_examples: None,
     })
 }
 

@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
-use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
@@ -21,7 +20,9 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use vae_core::{ElboObjective, KlEstimator};
 use vae_data::ImageBatch;
-use vae_models::{ConvVaeConfig, Decoder, Encoder, GaussianScale, Likelihood, MlpVaeConfig, Vae};
+use vae_models::{
+    ConvVaeConfig, GaussianScale, Likelihood, MlpVaeConfig, TrainableDecoder, TrainableEncoder, Vae,
+};
 use vae_train::TrainableVae;
 use vae_train::backend::{BackendChoice, BackendRequest, Cpu, resolve};
 
@@ -87,10 +88,8 @@ fn time_case<B, E, D>(
 ) -> Record
 where
     B: AutodiffBackend,
-    E: Encoder<B> + AutodiffModule<B> + 'static,
-    D: Decoder<B> + AutodiffModule<B> + 'static,
-    E::InnerModule: Encoder<B::InnerBackend>,
-    D::InnerModule: Decoder<B::InnerBackend>,
+    E: TrainableEncoder<B>,
+    D: TrainableDecoder<B>,
 {
     B::seed(device, 0);
     let started = Instant::now();

@@ -4,11 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 use vae_core::ImportanceSampling;
-use vae_models::{Architecture, Decoder, Encoder, Likelihood, Vae, persist};
+use vae_models::{Architecture, Likelihood, TrainableDecoder, TrainableEncoder, Vae, persist};
 use vae_train::strategy::StopReason;
 use vae_train::{
     BitsPerDim, RunControl, RunMetrics, TestMetrics, TrainRequest, artifacts, evaluate,
@@ -93,10 +92,8 @@ fn train_model<B, E, D>(
 ) -> Result<()>
 where
     B: AutodiffBackend,
-    E: Encoder<B> + AutodiffModule<B> + 'static,
-    D: Decoder<B> + AutodiffModule<B> + 'static,
-    E::InnerModule: Encoder<B::InnerBackend>,
-    D::InnerModule: Decoder<B::InnerBackend>,
+    E: TrainableEncoder<B>,
+    D: TrainableDecoder<B>,
 {
     let run = job.run_dir.clone();
     std::fs::write(run.join("config.toml"), job.config.to_toml()?)

@@ -1,7 +1,8 @@
 //! The decoder side of a VAE.
 
-use burn::module::{Module, ModuleDisplay};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::module::{AutodiffModule, Module, ModuleDisplay};
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use vae_core::ObservationModel;
 
 /// A network that maps latent samples to the observation model p(x|z).
@@ -20,4 +21,19 @@ pub trait Decoder<B: Backend>: Module<B> + ModuleDisplay {
 
     /// The number of data dimensions D of each decoded example.
     fn data_dim(&self) -> usize;
+}
+
+/// A [`Decoder`] on an autodiff backend whose inference copy (`.valid()`) is a decoder too:
+/// what training needs. Implemented for every such type; never implement it by hand.
+pub trait TrainableDecoder<B: AutodiffBackend>:
+    Decoder<B> + AutodiffModule<B, InnerModule: Decoder<B::InnerBackend>> + 'static
+{
+}
+
+impl<B, D> TrainableDecoder<B> for D
+where
+    B: AutodiffBackend,
+    D: Decoder<B> + AutodiffModule<B> + 'static,
+    D::InnerModule: Decoder<B::InnerBackend>,
+{
 }

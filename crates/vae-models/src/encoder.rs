@@ -1,7 +1,8 @@
 //! The encoder side of a VAE.
 
-use burn::module::{Module, ModuleDisplay};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::module::{AutodiffModule, Module, ModuleDisplay};
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use vae_core::DiagonalGaussian;
 
 /// A network that maps a batch of data to the approximate posterior q(z|x).
@@ -15,4 +16,19 @@ pub trait Encoder<B: Backend>: Module<B> + ModuleDisplay {
 
     /// The latent dimensionality L.
     fn latent_dim(&self) -> usize;
+}
+
+/// An [`Encoder`] on an autodiff backend whose inference copy (`.valid()`) is an encoder too:
+/// what training needs. Implemented for every such type; never implement it by hand.
+pub trait TrainableEncoder<B: AutodiffBackend>:
+    Encoder<B> + AutodiffModule<B, InnerModule: Encoder<B::InnerBackend>> + 'static
+{
+}
+
+impl<B, E> TrainableEncoder<B> for E
+where
+    B: AutodiffBackend,
+    E: Encoder<B> + AutodiffModule<B> + 'static,
+    E::InnerModule: Encoder<B::InnerBackend>,
+{
 }

@@ -7,7 +7,7 @@ use burn::tensor::{Distribution, Tensor, backend::Backend};
 use vae_core::{ImportanceSampling, ObservationModel};
 use vae_models::{
     Activation, Architecture, ArchitectureError, ConvVaeConfig, Decoder, Encoder, GaussianScale,
-    ImageShape, Likelihood, MlpVaeConfig, Vae, persist,
+    ImageShape, Likelihood, MlpVaeConfig, TrainableDecoder, TrainableEncoder, Vae, persist,
 };
 
 type B = NdArray<f32>;
@@ -188,10 +188,8 @@ fn bad_architectures_are_rejected_with_a_reason() {
 /// each loss evaluated with the same latent noise (same backend seed).
 fn train_steps<E, D>(mut vae: Vae<Ad, E, D>, x: Tensor<Ad, 2>, steps: usize, lr: f64) -> [f32; 2]
 where
-    E: Encoder<Ad> + AutodiffModule<Ad>,
-    D: Decoder<Ad> + AutodiffModule<Ad>,
-    E::InnerModule: Encoder<B>,
-    D::InnerModule: Decoder<B>,
+    E: TrainableEncoder<Ad>,
+    D: TrainableDecoder<Ad>,
 {
     let device = x.device();
     let mut optim = AdamConfig::new().init();

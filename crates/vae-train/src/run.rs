@@ -17,7 +17,7 @@ use burn::train::{
     Learner, MetricEarlyStoppingStrategy, StoppingCondition, SupervisedTraining, TrainingStrategy,
 };
 use vae_data::{ImageBatch, ImageBatcher, ImageItem};
-use vae_models::{Decoder, Encoder, Vae};
+use vae_models::{TrainableDecoder, TrainableEncoder, Vae};
 
 use crate::checkpoint::{CheckpointMarker, checkpoints_dir};
 use crate::config::TrainingConfig;
@@ -85,10 +85,8 @@ pub fn train<B, E, D>(
 ) -> Result<TrainResult<TrainedVae<B, E, D>>, TrainError>
 where
     B: AutodiffBackend,
-    E: Encoder<B> + AutodiffModule<B> + 'static,
-    D: Decoder<B> + AutodiffModule<B> + 'static,
-    E::InnerModule: Encoder<B::InnerBackend>,
-    D::InnerModule: Decoder<B::InnerBackend>,
+    E: TrainableEncoder<B>,
+    D: TrainableDecoder<B>,
 {
     let TrainRequest {
         device,

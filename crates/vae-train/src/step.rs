@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::backend::Flex;
-use burn::module::{AutodiffModule, Module};
+use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, Transaction};
 use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 use vae_core::{ElboObjective, KlEstimator};
 use vae_data::ImageBatch;
-use vae_models::{Decoder, Encoder, Vae};
+use vae_models::{Decoder, Encoder, TrainableDecoder, TrainableEncoder, Vae};
 
 /// The VAE with what a training step needs besides the weights: the objective (β, warm-up, free
 /// bits), the estimator settings and the optimizer-step counter the warm-up reads.
@@ -89,10 +89,8 @@ impl<B: Backend> ItemLazy for ElboTerms<B> {
 impl<B, E, D> TrainStep for TrainableVae<B, E, D>
 where
     B: AutodiffBackend,
-    E: Encoder<B> + AutodiffModule<B>,
-    D: Decoder<B> + AutodiffModule<B>,
-    E::InnerModule: Encoder<B::InnerBackend>,
-    D::InnerModule: Decoder<B::InnerBackend>,
+    E: TrainableEncoder<B>,
+    D: TrainableDecoder<B>,
 {
     type Input = ImageBatch<B>;
     type Output = ElboTerms<B::InnerBackend>;

@@ -10,6 +10,27 @@
 //! cargo xtask bench  [--backend cpu|cuda] [--json FILE] [--quick] [--vs-pytorch]
 //! ```
 
+/// burn's CPU kernels allocate and free multi-megabyte buffers every step. glibc hands those
+/// back to the kernel each time (mmap/munmap, then page faults that zero them again: ~20 % of a
+/// conv VAE step in perf); mimalloc with purging off keeps them for the next step.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (libmimalloc-sys has no constant).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// mimalloc v3's default purge delay (ms): checked so a changed option table is left alone.
+const MI_DEFAULT_PURGE_DELAY: std::ffi::c_long = 1000;
+
+/// Never return freed memory to the OS (measured: conv VAE step 53–70 → 85 images/s).
+fn keep_freed_memory() {
+    // SAFETY: mimalloc's option getter/setter take and return plain integers.
+    unsafe {
+        if libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) == MI_DEFAULT_PURGE_DELAY {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+        }
+    }
+}
+
 mod bench;
 mod data;
 mod pipeline;
@@ -201,6 +222,7 @@ macro_rules! with_backend {
 }
 
 fn main() {
+    keep_freed_memory();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");

@@ -4,12 +4,14 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Tensor, backend::Backend};
 use vae_core::DiagonalGaussian;
 
 use crate::activation::leaky_relu;
 use crate::architecture::{ArchitectureError, ImageShape};
 use crate::batch_norm::batch_norm;
+use crate::conv_ops;
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::likelihood::{DecodedLikelihood, Likelihood, LikelihoodHead};
@@ -59,7 +61,7 @@ impl<B: Backend> DownBlock<B> {
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        leaky_relu(batch_norm(&self.norm, self.conv.forward(x)), LEAKY_SLOPE)
+        leaky_relu(batch_norm(&self.norm, conv(&self.conv, x)), LEAKY_SLOPE)
     }
 }
 
@@ -77,8 +79,39 @@ impl<B: Backend> UpBlock<B> {
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        leaky_relu(batch_norm(&self.norm, self.conv.forward(x)), LEAKY_SLOPE)
+        let conv = &self.conv;
+        let options = ConvTransposeOptions::new(
+            conv.stride,
+            conv.padding,
+            conv.padding_out,
+            conv.dilation,
+            conv.groups,
+        );
+        let y = conv_ops::conv_transpose2d(
+            x,
+            conv.weight.val(),
+            conv.bias.as_ref().map(|b| b.val()),
+            options,
+        );
+        leaky_relu(batch_norm(&self.norm, y), LEAKY_SLOPE)
     }
+}
+
+/// `conv.forward(x)` through [`conv_ops`] (our convolutions use symmetric explicit padding).
+fn conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let padding = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => {
+            [top, left]
+        }
+        _ => return conv.forward(x),
+    };
+    let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
+    conv_ops::conv2d(
+        x,
+        conv.weight.val(),
+        conv.bias.as_ref().map(|b| b.val()),
+        options,
+    )
 }
 
 /// See [`ConvEncoderConfig`].
@@ -231,7 +264,7 @@ impl<B: Backend> Decoder<B> for ConvDecoder<B> {
             self.top_side,
         ]);
         let h = self.blocks.iter().fold(h, |h, block| block.forward(h));
-        let out = self.output.forward(h).reshape([s, n, self.data_dim]);
+        let out = conv(&self.output, h).reshape([s, n, self.data_dim]);
         self.head.apply(out)
     }
 

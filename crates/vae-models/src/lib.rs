@@ -22,6 +22,7 @@ mod activation;
 mod architecture;
 mod batch_norm;
 mod conv;
+mod conv_ops;
 mod decoder;
 mod encoder;
 mod likelihood;

@@ -1,0 +1,582 @@
+//! The convolutions the conv models call: burn's, except when training on the Flex CPU backend.
+//!
+//! burn 0.21 computes a convolution's weight gradient, on every backend that does not override
+//! it, as a second convolution over batch-and-channel-swapped views (`x` as `[C, N, H, W]`,
+//! the output gradient as a `[O, N, Ho, Wo]` kernel). On Flex those views are copied element by
+//! element before an im2col with a kernel the size of the image: about a third of a conv VAE's
+//! training step (measured with perf on `cargo xtask bench --cases conv-b64`). The weight
+//! gradient is one matrix product, ∂L/∂W = G·cols(x), with G the output gradient as
+//! `[O, N·Ho·Wo]` and cols(x) the im2col patches `[N·Ho·Wo, C·kh·kw]`; for
+//! `Autodiff<Flex>` (f32, groups = 1, dilation = 1) the ops here compute it so, on Flex's GEMM.
+//! Every other backend, and every other case, takes burn's path unchanged.
+
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::{Tensor, backend::Backend, module};
+
+/// 2-D convolution, `x: [N, C, H, W]`, `weight: [O, C, kh, kw]`, `bias: [O]` → `[N, O, Ho, Wo]`.
+pub(crate) fn conv2d<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    options: ConvOptions<2>,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    let (x, weight, bias) = match flex::conv2d::<B>(x, weight, bias, &options) {
+        Ok(y) => return y,
+        Err(inputs) => inputs,
+    };
+    module::conv2d(x, weight, bias, options)
+}
+
+/// 2-D transposed convolution, `x: [N, Ci, H, W]`, `weight: [Ci, Co, kh, kw]` → `[N, Co, Ho, Wo]`.
+pub(crate) fn conv_transpose2d<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    options: ConvTransposeOptions<2>,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    let (x, weight, bias) = match flex::conv_transpose2d::<B>(x, weight, bias, &options) {
+        Ok(y) => return y,
+        Err(inputs) => inputs,
+    };
+    module::conv_transpose2d(x, weight, bias, options)
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    //! The `Autodiff<Flex>` path. Tensors of the generic `B` are moved into `Box<dyn Any>` and
+    //! downcast: when `B` is exactly `Autodiff<Flex>` they come back as that type (safe code,
+    //! no transmutes), otherwise the caller gets its inputs back.
+
+    use std::any::{Any, TypeId};
+
+    use burn::backend::Flex;
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::autodiff::{Autodiff, NodeId};
+    use burn::backend::flex::FlexTensor;
+    use burn::tensor::ops::{
+        ConvOptions, ConvTransposeOptions, FloatTensor, FloatTensorOps, ModuleOps,
+    };
+    use burn::tensor::{DType, Shape, TensorData, TensorMetadata, TensorPrimitive};
+    use burn::tensor::{Tensor, backend::Backend};
+    use rayon::prelude::*;
+
+    type Ad = Autodiff<Flex, NoCheckpointing>;
+    type Inputs<B> = (Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>);
+
+    fn is_ad_flex<B: Backend>() -> bool {
+        TypeId::of::<B>() == TypeId::of::<Ad>()
+    }
+
+    /// `value` as type `U`; called only once [`is_ad_flex`] made `T` and `U` the same type.
+    fn same_type<T: 'static, U: 'static>(value: T) -> U {
+        let boxed: Box<dyn Any> = Box::new(value);
+        *boxed
+            .downcast::<U>()
+            .unwrap_or_else(|_| unreachable!("B is Autodiff<Flex>"))
+    }
+
+    fn supported(x: &Tensor<impl Backend, 4>, dilation: [usize; 2], groups: usize) -> bool {
+        dilation == [1, 1] && groups == 1 && x.dtype() == DType::F32
+    }
+
+    pub(super) fn conv2d<B: Backend>(
+        x: Tensor<B, 4>,
+        weight: Tensor<B, 4>,
+        bias: Option<Tensor<B, 1>>,
+        options: &ConvOptions<2>,
+    ) -> Result<Tensor<B, 4>, Inputs<B>> {
+        if !is_ad_flex::<B>() || !supported(&x, options.dilation, options.groups) {
+            return Err((x, weight, bias));
+        }
+        let x = same_type::<_, Tensor<Ad, 4>>(x).into_primitive().tensor();
+        let w = same_type::<_, Tensor<Ad, 4>>(weight)
+            .into_primitive()
+            .tensor();
+        let out = match bias.map(same_type::<_, Tensor<Ad, 1>>) {
+            None => match Conv2dNoBias
+                .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(mut prep) => {
+                    let state = (prep.checkpoint(&x), prep.checkpoint(&w), options.clone());
+                    prep.finish(
+                        state,
+                        Flex::conv2d(x.primitive, w.primitive, None, options.clone()),
+                    )
+                }
+                OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(
+                    x.primitive,
+                    w.primitive,
+                    None,
+                    options.clone(),
+                )),
+            },
+            Some(b) => {
+                let b = b.into_primitive().tensor();
+                match Conv2dWithBias
+                    .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone(), b.node.clone()])
+                    .compute_bound()
+                    .stateful()
+                {
+                    OpsKind::Tracked(mut prep) => {
+                        let state = (prep.checkpoint(&x), prep.checkpoint(&w), options.clone());
+                        prep.finish(
+                            state,
+                            Flex::conv2d(
+                                x.primitive,
+                                w.primitive,
+                                Some(b.primitive),
+                                options.clone(),
+                            ),
+                        )
+                    }
+                    OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(
+                        x.primitive,
+                        w.primitive,
+                        Some(b.primitive),
+                        options.clone(),
+                    )),
+                }
+            }
+        };
+        Ok(same_type::<Tensor<Ad, 4>, _>(Tensor::from_primitive(
+            TensorPrimitive::Float(out),
+        )))
+    }
+
+    pub(super) fn conv_transpose2d<B: Backend>(
+        x: Tensor<B, 4>,
+        weight: Tensor<B, 4>,
+        bias: Option<Tensor<B, 1>>,
+        options: &ConvTransposeOptions<2>,
+    ) -> Result<Tensor<B, 4>, Inputs<B>> {
+        if !is_ad_flex::<B>() || bias.is_some() || !supported(&x, options.dilation, options.groups)
+        {
+            return Err((x, weight, bias));
+        }
+        let x = same_type::<_, Tensor<Ad, 4>>(x).into_primitive().tensor();
+        let w = same_type::<_, Tensor<Ad, 4>>(weight)
+            .into_primitive()
+            .tensor();
+        let out = match ConvTranspose2dNoBias
+            .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&w), options.clone());
+                prep.finish(
+                    state,
+                    Flex::conv_transpose2d(x.primitive, w.primitive, None, options.clone()),
+                )
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::conv_transpose2d(
+                x.primitive,
+                w.primitive,
+                None,
+                options.clone(),
+            )),
+        };
+        Ok(same_type::<Tensor<Ad, 4>, _>(Tensor::from_primitive(
+            TensorPrimitive::Float(out),
+        )))
+    }
+
+    /// Stride and symmetric padding of the convolution whose patches are gathered.
+    #[derive(Clone, Copy)]
+    struct Geometry {
+        stride: [usize; 2],
+        padding: [usize; 2],
+    }
+
+    #[derive(Debug)]
+    struct Conv2dNoBias;
+    #[derive(Debug)]
+    struct Conv2dWithBias;
+    #[derive(Debug)]
+    struct ConvTranspose2dNoBias;
+
+    impl Backward<Flex, 2> for Conv2dNoBias {
+        type State = (NodeId, NodeId, ConvOptions<2>);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 2>,
+            grads: &mut Gradients,
+            checkpointer: &mut Checkpointer,
+        ) {
+            let [node_x, node_w] = ops.parents;
+            let grad = grads.consume::<Flex>(&ops.node);
+            let (x_state, w_state, options) = ops.state;
+            let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
+            let w = checkpointer.retrieve_node_output::<FlexTensor>(w_state);
+            if let Some(node) = node_w {
+                let geometry = Geometry {
+                    stride: options.stride,
+                    padding: options.padding,
+                };
+                grads.register::<Flex>(node.id, conv_weight_grad(&x, &grad, &w.shape(), geometry));
+            }
+            if let Some(node) = node_x {
+                grads.register::<Flex>(node.id, Flex::conv2d_x_backward(x, w, grad, options));
+            }
+        }
+    }
+
+    impl Backward<Flex, 3> for Conv2dWithBias {
+        type State = (NodeId, NodeId, ConvOptions<2>);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 3>,
+            grads: &mut Gradients,
+            checkpointer: &mut Checkpointer,
+        ) {
+            let [node_x, node_w, node_b] = ops.parents;
+            let grad = grads.consume::<Flex>(&ops.node);
+            let (x_state, w_state, options) = ops.state;
+            let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
+            let w = checkpointer.retrieve_node_output::<FlexTensor>(w_state);
+            if let Some(node) = node_b {
+                grads.register::<Flex>(node.id, bias_grad(&grad));
+            }
+            if let Some(node) = node_w {
+                let geometry = Geometry {
+                    stride: options.stride,
+                    padding: options.padding,
+                };
+                grads.register::<Flex>(node.id, conv_weight_grad(&x, &grad, &w.shape(), geometry));
+            }
+            if let Some(node) = node_x {
+                grads.register::<Flex>(node.id, Flex::conv2d_x_backward(x, w, grad, options));
+            }
+        }
+    }
+
+    impl Backward<Flex, 2> for ConvTranspose2dNoBias {
+        type State = (NodeId, NodeId, ConvTransposeOptions<2>);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 2>,
+            grads: &mut Gradients,
+            checkpointer: &mut Checkpointer,
+        ) {
+            let [node_x, node_w] = ops.parents;
+            let grad = grads.consume::<Flex>(&ops.node);
+            let (x_state, w_state, options) = ops.state;
+            let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
+            let w = checkpointer.retrieve_node_output::<FlexTensor>(w_state);
+            if let Some(node) = node_w {
+                let geometry = Geometry {
+                    stride: options.stride,
+                    padding: options.padding,
+                };
+                grads.register::<Flex>(
+                    node.id,
+                    conv_transpose_weight_grad(&x, &grad, &w.shape(), geometry),
+                );
+            }
+            if let Some(node) = node_x {
+                grads
+                    .register::<Flex>(node.id, Flex::conv_transpose2d_x_backward(w, grad, options));
+            }
+        }
+    }
+
+    /// ∂L/∂W for `y = conv2d(x, W)`: W is `[O, C, kh, kw]`, and ∂L/∂W = G · cols(x) with
+    /// G = ∂L/∂y as `[O, N·Ho·Wo]` and cols(x) the patches of x under the convolution's own
+    /// geometry, `[N·Ho·Wo, C·kh·kw]`.
+    fn conv_weight_grad(
+        x: &FlexTensor,
+        grad: &FlexTensor,
+        weight_shape: &Shape,
+        geometry: Geometry,
+    ) -> FloatTensor<Flex> {
+        #[cfg(test)]
+        tests::WEIGHT_GRADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let [o, c, kh, kw] = dims4(weight_shape);
+        let [_, _, ho, wo] = dims4(&grad.shape());
+        let cols = im2col(x, [ho, wo], [kh, kw], geometry);
+        let g = channels_first(grad);
+        let dw = Flex::float_matmul(g, cols);
+        Flex::float_reshape(dw, Shape::new([o, c, kh, kw]))
+    }
+
+    /// ∂L/∂W for `y = conv_transpose2d(x, W)`: W is `[Ci, Co, kh, kw]`, and
+    /// y[n, co, s·i + ky − p, s·j + kx − p] += x[n, ci, i, j] · W[ci, co, ky, kx], so
+    /// ∂L/∂W = X · cols(G) with X as `[Ci, N·H·W]` and cols(G) the patches of the output
+    /// gradient at the input positions, `[N·H·W, Co·kh·kw]` (stride s, padding p).
+    fn conv_transpose_weight_grad(
+        x: &FlexTensor,
+        grad: &FlexTensor,
+        weight_shape: &Shape,
+        geometry: Geometry,
+    ) -> FloatTensor<Flex> {
+        #[cfg(test)]
+        tests::WEIGHT_GRADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let [ci, co, kh, kw] = dims4(weight_shape);
+        let [_, _, h, w] = dims4(&x.shape());
+        let cols = im2col(grad, [h, w], [kh, kw], geometry);
+        let xs = channels_first(x);
+        let dw = Flex::float_matmul(xs, cols);
+        Flex::float_reshape(dw, Shape::new([ci, co, kh, kw]))
+    }
+
+    /// ∂L/∂b = Σ over batch and positions of ∂L/∂y.
+    fn bias_grad(grad: &FlexTensor) -> FloatTensor<Flex> {
+        let [n, o, h, w] = dims4(&grad.shape());
+        let g = contiguous(grad);
+        let plane = h * w;
+        let mut sums = vec![0f32; o];
+        for image in g.chunks_exact(o * plane).take(n) {
+            for (sum, channel) in sums.iter_mut().zip(image.chunks_exact(plane)) {
+                *sum += channel.iter().sum::<f32>();
+            }
+        }
+        FlexTensor::from_data(TensorData::new(sums, [o]))
+    }
+
+    fn dims4(shape: &Shape) -> [usize; 4] {
+        [shape[0], shape[1], shape[2], shape[3]]
+    }
+
+    fn contiguous(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+        match t.as_slice::<f32>() {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(
+                t.to_contiguous()
+                    .as_slice::<f32>()
+                    .expect("a fresh contiguous copy starts at offset 0")
+                    .to_vec(),
+            ),
+        }
+    }
+
+    /// `[N, C, H, W]` → `[C, N·H·W]`: N·C contiguous planes moved, no per-element indexing.
+    fn channels_first(t: &FlexTensor) -> FlexTensor {
+        let [n, c, h, w] = dims4(&t.shape());
+        let src = contiguous(t);
+        let plane = h * w;
+        let mut out = vec![0f32; n * c * plane];
+        out.par_chunks_mut(n * plane)
+            .enumerate()
+            .for_each(|(ch, dst)| {
+                for (b, dst) in dst.chunks_exact_mut(plane).enumerate() {
+                    let start = (b * c + ch) * plane;
+                    dst.copy_from_slice(&src[start..start + plane]);
+                }
+            });
+        FlexTensor::from_data(TensorData::new(out, [c, n * plane]))
+    }
+
+    /// Patches of `t: [N, C, H, W]` at the positions of a grid `[gh, gw]`, one row per
+    /// position: row (n, i, j), column (c, ky, kx) = t[n, c, s·i + ky − p, s·j + kx − p], zero
+    /// outside. (Measured against a `[C·kh·kw, N·gh·gw]` layout read transposed by the GEMM:
+    /// no faster, so the GEMM gets both operands row-major.)
+    fn im2col(
+        t: &FlexTensor,
+        [gh, gw]: [usize; 2],
+        [kh, kw]: [usize; 2],
+        Geometry { stride, padding }: Geometry,
+    ) -> FlexTensor {
+        let [n, c, h, w] = dims4(&t.shape());
+        let src = contiguous(t);
+        let row = c * kh * kw;
+        let mut out = vec![0f32; n * gh * gw * row];
+        out.par_chunks_mut(gw * row)
+            .enumerate()
+            .for_each(|(line, dst)| {
+                let (b, i) = (line / gh, line % gh);
+                let image = &src[b * c * h * w..(b + 1) * c * h * w];
+                for (j, patch) in dst.chunks_exact_mut(row).enumerate() {
+                    let mut k = 0;
+                    for ch in 0..c {
+                        let plane = &image[ch * h * w..(ch + 1) * h * w];
+                        for ky in 0..kh {
+                            let y = (i * stride[0] + ky).wrapping_sub(padding[0]);
+                            for kx in 0..kw {
+                                let xx = (j * stride[1] + kx).wrapping_sub(padding[1]);
+                                // Outside the image ("negative" indices wrap): stays zero.
+                                if y < h && xx < w {
+                                    patch[k] = plane[y * w + xx];
+                                }
+                                k += 1;
+                            }
+                        }
+                    }
+                }
+            });
+        FlexTensor::from_data(TensorData::new(out, [n * gh * gw, row]))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use burn::backend::{Autodiff, NdArray};
+        use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+        use burn::tensor::{Tensor, TensorData, module};
+
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use super::Ad;
+
+        type Reference = Autodiff<NdArray<f32>>;
+
+        /// Weight gradients computed by this module (proves the tests ran the fast path).
+        pub(super) static WEIGHT_GRADS: AtomicUsize = AtomicUsize::new(0);
+
+        /// Standard-normal-ish f32 data from a local generator: burn's seeded `random` is global
+        /// state shared with the other tests running in parallel.
+        fn random(shape: [usize; 4], seed: u64) -> TensorData {
+            let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let values = (0..shape.iter().product::<usize>())
+                .map(|_| {
+                    // Sum of four uniforms, centred and scaled to unit variance.
+                    (0..4)
+                        .map(|_| {
+                            state ^= state << 13;
+                            state ^= state >> 7;
+                            state ^= state << 17;
+                            (state >> 40) as f32 / (1u64 << 24) as f32
+                        })
+                        .sum::<f32>()
+                        .mul_add(3f32.sqrt(), -2.0 * 3f32.sqrt())
+                })
+                .collect::<Vec<f32>>();
+            TensorData::new(values, shape)
+        }
+
+        fn assert_close(ours: TensorData, reference: TensorData, what: &str) {
+            // The reference may run in f64: the NdArray device's default float type is global
+            // and other tests in this binary use NdArray<f64>.
+            let a = ours.convert::<f32>().to_vec::<f32>().unwrap();
+            let b = reference.convert::<f32>().to_vec::<f32>().unwrap();
+            assert_eq!(a.len(), b.len(), "{what}: length");
+            let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                assert!(
+                    (x - y).abs() <= 1e-4 * scale,
+                    "{what}[{i}]: fast {x} vs burn {y} (scale {scale})"
+                );
+            }
+        }
+
+        /// Output, ∂/∂x, ∂/∂W and ∂/∂b of Σ y·r (r random) on both paths.
+        fn check_conv(x: [usize; 4], w: [usize; 4], stride: usize, padding: usize, bias: bool) {
+            let (xd, wd) = (random(x, 1), random(w, 2));
+            let bd = TensorData::new((0..w[0]).map(|i| i as f32 * 0.1 - 0.3).collect(), [w[0]]);
+            let options = ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1);
+
+            let dev = Default::default();
+            let xf = Tensor::<Ad, 4>::from_data(xd.clone(), &dev).require_grad();
+            let wf = Tensor::<Ad, 4>::from_data(wd.clone(), &dev).require_grad();
+            let bf = Tensor::<Ad, 1>::from_data(bd.clone(), &dev).require_grad();
+            let yf = super::super::conv2d(
+                xf.clone(),
+                wf.clone(),
+                bias.then(|| bf.clone()),
+                options.clone(),
+            );
+            let taken = WEIGHT_GRADS.load(Ordering::Relaxed);
+            let r = random(yf.dims(), 3);
+            let gf = (yf.clone() * Tensor::from_data(r.clone(), &dev))
+                .sum()
+                .backward();
+
+            let dev = Default::default();
+            let xr = Tensor::<Reference, 4>::from_data(xd, &dev).require_grad();
+            let wr = Tensor::<Reference, 4>::from_data(wd, &dev).require_grad();
+            let br = Tensor::<Reference, 1>::from_data(bd, &dev).require_grad();
+            let yr = module::conv2d(xr.clone(), wr.clone(), bias.then(|| br.clone()), options);
+            let gr = (yr.clone() * Tensor::from_data(r, &dev)).sum().backward();
+
+            assert!(
+                WEIGHT_GRADS.load(Ordering::Relaxed) > taken,
+                "fast path not taken"
+            );
+            assert_close(yf.into_data(), yr.into_data(), "y");
+            assert_close(
+                xf.grad(&gf).unwrap().into_data(),
+                xr.grad(&gr).unwrap().into_data(),
+                "dx",
+            );
+            assert_close(
+                wf.grad(&gf).unwrap().into_data(),
+                wr.grad(&gr).unwrap().into_data(),
+                "dW",
+            );
+            if bias {
+                assert_close(
+                    bf.grad(&gf).unwrap().into_data(),
+                    br.grad(&gr).unwrap().into_data(),
+                    "db",
+                );
+            }
+        }
+
+        fn check_conv_transpose(
+            x: [usize; 4],
+            w: [usize; 4],
+            stride: usize,
+            pad: usize,
+            out: usize,
+        ) {
+            let (xd, wd) = (random(x, 4), random(w, 5));
+            let options = ConvTransposeOptions::new([stride; 2], [pad; 2], [out; 2], [1, 1], 1);
+
+            let dev = Default::default();
+            let xf = Tensor::<Ad, 4>::from_data(xd.clone(), &dev).require_grad();
+            let wf = Tensor::<Ad, 4>::from_data(wd.clone(), &dev).require_grad();
+            let yf = super::super::conv_transpose2d(xf.clone(), wf.clone(), None, options.clone());
+            let taken = WEIGHT_GRADS.load(Ordering::Relaxed);
+            let r = random(yf.dims(), 6);
+            let gf = (yf.clone() * Tensor::from_data(r.clone(), &dev))
+                .sum()
+                .backward();
+
+            let dev = Default::default();
+            let xr = Tensor::<Reference, 4>::from_data(xd, &dev).require_grad();
+            let wr = Tensor::<Reference, 4>::from_data(wd, &dev).require_grad();
+            let yr = module::conv_transpose2d(xr.clone(), wr.clone(), None, options);
+            let gr = (yr.clone() * Tensor::from_data(r, &dev)).sum().backward();
+
+            assert!(
+                WEIGHT_GRADS.load(Ordering::Relaxed) > taken,
+                "fast path not taken"
+            );
+            assert_close(yf.into_data(), yr.into_data(), "y");
+            assert_close(
+                xf.grad(&gf).unwrap().into_data(),
+                xr.grad(&gr).unwrap().into_data(),
+                "dx",
+            );
+            assert_close(
+                wf.grad(&gf).unwrap().into_data(),
+                wr.grad(&gr).unwrap().into_data(),
+                "dW",
+            );
+        }
+
+        #[test]
+        fn conv2d_gradients_match_burn() {
+            // The encoder's stride-2 blocks, the decoder's stride-1 output layer, odd sides.
+            check_conv([3, 3, 16, 16], [8, 3, 3, 3], 2, 1, false);
+            check_conv([2, 5, 9, 9], [4, 5, 3, 3], 2, 1, false);
+            check_conv([2, 4, 8, 8], [3, 4, 3, 3], 1, 1, true);
+            check_conv([2, 3, 7, 6], [2, 3, 2, 3], 1, 0, true);
+        }
+
+        #[test]
+        fn conv_transpose2d_gradients_match_burn() {
+            check_conv_transpose([3, 8, 4, 4], [8, 5, 3, 3], 2, 1, 1);
+            check_conv_transpose([2, 4, 5, 5], [4, 3, 3, 3], 2, 1, 0);
+            check_conv_transpose([2, 3, 6, 6], [3, 2, 3, 3], 1, 1, 0);
+        }
+    }
+}

@@ -40,6 +40,10 @@ impl<B: Backend> Bernoulli<B> {
 impl<B: Backend> ObservationModel<B> for Bernoulli<B> {
     fn log_prob(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let x = broadcast_data("Bernoulli", x, self.dims());
+        #[cfg(feature = "flex")]
+        if let Some(log_prob) = crate::flex_bernoulli::log_prob(&x, &self.logits) {
+            return log_prob;
+        }
         let eta = self.logits.clone();
         sum_features(x * eta.clone() - softplus(eta))
     }

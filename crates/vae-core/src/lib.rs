@@ -47,6 +47,8 @@ mod bernoulli;
 mod continuous_bernoulli;
 mod diagonal_gaussian;
 mod elbo;
+#[cfg(feature = "flex")]
+mod flex_bernoulli;
 mod gaussian;
 mod importance;
 mod kl;

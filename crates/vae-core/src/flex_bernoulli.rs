@@ -36,12 +36,25 @@ fn same_type<T: 'static, U: 'static>(value: T) -> U {
 }
 
 /// `Σ_d [x η − softplus(η)]` for `x: [1, N, D]`, `eta: [S, N, D]` → `[S, N]`, when `B` is
-/// `Autodiff<Flex>` with f32 tensors; `None` otherwise (nothing consumed).
+/// `Autodiff<Flex>` or `Flex` with f32 tensors; `None` otherwise (nothing consumed).
 pub(crate) fn log_prob<B: Backend>(x: &Tensor<B, 3>, eta: &Tensor<B, 3>) -> Option<Tensor<B, 2>> {
-    if TypeId::of::<B>() != TypeId::of::<Ad>()
-        || x.dtype() != DType::F32
-        || eta.dtype() != DType::F32
-    {
+    if x.dtype() != DType::F32 || eta.dtype() != DType::F32 {
+        return None;
+    }
+    if TypeId::of::<B>() == TypeId::of::<Flex>() {
+        // Evaluation (no autodiff), e.g. importance sampling with thousands of samples.
+        let x = same_type::<_, Tensor<Flex, 3>>(x.clone())
+            .into_primitive()
+            .tensor();
+        let eta = same_type::<_, Tensor<Flex, 3>>(eta.clone())
+            .into_primitive()
+            .tensor();
+        let forward = Forward::new(&x, &eta, false);
+        return Some(same_type::<Tensor<Flex, 2>, _>(Tensor::from_primitive(
+            TensorPrimitive::Float(forward.log_prob),
+        )));
+    }
+    if TypeId::of::<B>() != TypeId::of::<Ad>() {
         return None;
     }
     let x = same_type::<_, Tensor<Ad, 3>>(x.clone())
@@ -50,7 +63,7 @@ pub(crate) fn log_prob<B: Backend>(x: &Tensor<B, 3>, eta: &Tensor<B, 3>) -> Opti
     let eta = same_type::<_, Tensor<Ad, 3>>(eta.clone())
         .into_primitive()
         .tensor();
-    let forward = Forward::new(&x.primitive, &eta.primitive);
+    let forward = Forward::new(&x.primitive, &eta.primitive, true);
     let out = match BernoulliLogProb
         .prepare::<NoCheckpointing>([x.node.clone(), eta.node.clone()])
         .compute_bound()
@@ -87,37 +100,55 @@ struct Forward {
 }
 
 impl Forward {
-    fn new(x: &FlexTensor, eta: &FlexTensor) -> Self {
+    /// The row sums, and σ(η) for the backward pass when `keep_sigmoid` (else an empty tensor).
+    fn new(x: &FlexTensor, eta: &FlexTensor, keep_sigmoid: bool) -> Self {
         #[cfg(test)]
         tests::FUSED_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (s, n, d) = dims(eta);
         let x = contiguous(x);
         let eta = contiguous(eta);
         let mut log_prob = vec![0f32; s * n];
-        let mut sigmoid = vec![0f32; s * n * d];
-        log_prob
-            .par_iter_mut()
-            .zip(sigmoid.par_chunks_mut(d))
-            .zip(eta.par_chunks(d))
-            .enumerate()
-            .for_each(|(row, ((out, sig), eta))| {
-                let x = &x[(row % n) * d..][..d];
-                let mut sum = 0f32;
-                for ((&x, &eta), sig) in x.iter().zip(eta).zip(sig.iter_mut()) {
-                    let e = (-eta.abs()).exp();
-                    let u = 1.0 + e;
-                    // log1p(e) = e·ln(u)/(u − 1), exact where u rounds to 1.
-                    let log1p = if u == 1.0 { e } else { e * u.ln() / (u - 1.0) };
-                    sum += x * eta - eta.max(0.0) - log1p;
-                    *sig = if eta >= 0.0 { 1.0 / u } else { e / u };
-                }
-                *out = sum;
-            });
+        let x_row = |row: usize| &x[(row % n) * d..][..d];
+        let mut sigmoid = Vec::new();
+        if keep_sigmoid {
+            sigmoid = vec![0f32; s * n * d];
+            log_prob
+                .par_iter_mut()
+                .zip(eta.par_chunks(d))
+                .zip(sigmoid.par_chunks_mut(d))
+                .enumerate()
+                .for_each(|(row, ((out, eta), sig))| *out = row_log_prob(x_row(row), eta, sig));
+        } else {
+            log_prob
+                .par_iter_mut()
+                .zip(eta.par_chunks(d))
+                .enumerate()
+                .for_each(|(row, (out, eta))| *out = row_log_prob(x_row(row), eta, &mut []));
+        }
         Self {
             log_prob: FlexTensor::from_data(TensorData::new(log_prob, [s, n])),
-            sigmoid: FlexTensor::from_data(TensorData::new(sigmoid, [s, n, d])),
+            sigmoid: {
+                let len = sigmoid.len();
+                FlexTensor::from_data(TensorData::new(sigmoid, [len]))
+            },
         }
     }
+}
+
+/// `Σ_d x·η − softplus(η)` over one row; σ(η) into `sigmoid` when it is not empty.
+fn row_log_prob(x: &[f32], eta: &[f32], sigmoid: &mut [f32]) -> f32 {
+    let mut sum = 0f32;
+    for (k, (&x, &eta)) in x.iter().zip(eta).enumerate() {
+        let e = (-eta.abs()).exp();
+        let u = 1.0 + e;
+        // log1p(e) = e·ln(u)/(u − 1), exact where u rounds to 1.
+        let log1p = if u == 1.0 { e } else { e * u.ln() / (u - 1.0) };
+        sum += x * eta - eta.max(0.0) - log1p;
+        if let Some(sig) = sigmoid.get_mut(k) {
+            *sig = if eta >= 0.0 { 1.0 / u } else { e / u };
+        }
+    }
+    sum
 }
 
 impl Backward<Flex, 2> for BernoulliLogProb {
@@ -198,7 +229,7 @@ mod tests {
     use burn::backend::{Autodiff, NdArray};
     use burn::tensor::{Tensor, TensorData};
 
-    use super::Ad;
+    use super::{Ad, Flex};
     use crate::{Bernoulli, ObservationModel};
 
     type Reference = Autodiff<NdArray<f64>>;
@@ -281,7 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn only_autodiff_flex_f32_takes_the_fused_path() {
+    fn flex_backends_take_the_fused_path_and_others_do_not() {
         let eta = [0.3f32];
         let flex = Default::default();
         let fused = super::log_prob(

@@ -17,6 +17,11 @@
 //! All configurations are `#[derive(Config)]` and serialise to JSON/TOML, so a run can be
 //! rebuilt from the configuration it saved. [`persist`] saves and loads weights with burn's
 //! recorders and as safetensors.
+//!
+//! Feature `flex` (off by default; vae-train turns it on): when training on burn's Flex CPU
+//! backend (`Autodiff<Flex>`, f32), the conv models' weight gradients are one im2col GEMM each
+//! instead of burn's generic swapped-axes convolution. Same values to f32 rounding (tested
+//! against burn's path); every other backend is untouched.
 
 mod activation;
 mod architecture;

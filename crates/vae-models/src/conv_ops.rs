@@ -213,19 +213,8 @@ mod flex {
         ) {
             let [node_x, node_w] = ops.parents;
             let grad = grads.consume::<Flex>(&ops.node);
-            let (x_state, w_state, options) = ops.state;
-            let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
-            let w = checkpointer.retrieve_node_output::<FlexTensor>(w_state);
-            if let Some(node) = node_w {
-                let geometry = Geometry {
-                    stride: options.stride,
-                    padding: options.padding,
-                };
-                grads.register::<Flex>(node.id, conv_weight_grad(&x, &grad, &w.shape(), geometry));
-            }
-            if let Some(node) = node_x {
-                grads.register::<Flex>(node.id, Flex::conv2d_x_backward(x, w, grad, options));
-            }
+            let parents = [node_x.map(|n| n.id), node_w.map(|n| n.id)];
+            conv2d_backward(parents, grad, ops.state, grads, checkpointer);
         }
     }
 
@@ -240,22 +229,34 @@ mod flex {
         ) {
             let [node_x, node_w, node_b] = ops.parents;
             let grad = grads.consume::<Flex>(&ops.node);
-            let (x_state, w_state, options) = ops.state;
-            let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
-            let w = checkpointer.retrieve_node_output::<FlexTensor>(w_state);
             if let Some(node) = node_b {
                 grads.register::<Flex>(node.id, bias_grad(&grad));
             }
-            if let Some(node) = node_w {
-                let geometry = Geometry {
-                    stride: options.stride,
-                    padding: options.padding,
-                };
-                grads.register::<Flex>(node.id, conv_weight_grad(&x, &grad, &w.shape(), geometry));
-            }
-            if let Some(node) = node_x {
-                grads.register::<Flex>(node.id, Flex::conv2d_x_backward(x, w, grad, options));
-            }
+            let parents = [node_x.map(|n| n.id), node_w.map(|n| n.id)];
+            conv2d_backward(parents, grad, ops.state, grads, checkpointer);
+        }
+    }
+
+    /// ∂L/∂x (burn's transposed convolution) and ∂L/∂W (im2col GEMM) of `conv2d(x, W)`, for
+    /// the parents `[x, W]` that require them.
+    fn conv2d_backward(
+        [x_node, w_node]: [Option<NodeId>; 2],
+        grad: FlexTensor,
+        (x_state, w_state, options): (NodeId, NodeId, ConvOptions<2>),
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
+        let w = checkpointer.retrieve_node_output::<FlexTensor>(w_state);
+        if let Some(id) = w_node {
+            let geometry = Geometry {
+                stride: options.stride,
+                padding: options.padding,
+            };
+            grads.register::<Flex>(id, conv_weight_grad(&x, &grad, &w.shape(), geometry));
+        }
+        if let Some(id) = x_node {
+            grads.register::<Flex>(id, Flex::conv2d_x_backward(x, w, grad, options));
         }
     }
 

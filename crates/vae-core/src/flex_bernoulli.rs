@@ -251,14 +251,11 @@ mod tests {
             .collect()
     }
 
-    fn run<B: burn::tensor::backend::Backend>(
+    fn run<B: burn::tensor::backend::AutodiffBackend>(
         x: &[f32],
         eta: &[f32],
         [s, n, d]: [usize; 3],
-    ) -> (Vec<f64>, Vec<f64>, Vec<f64>)
-    where
-        B: burn::tensor::backend::AutodiffBackend,
-    {
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let dev = Default::default();
         let x = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [n, d]), &dev).require_grad();
         let eta = Tensor::<B, 3>::from_data(TensorData::new(eta.to_vec(), [s, n, d]), &dev)
@@ -294,6 +291,18 @@ mod tests {
                 FUSED_CALLS.load(Ordering::Relaxed) > calls,
                 "fused path not taken"
             );
+            // Without autodiff (evaluation): the same values, bit for bit.
+            let dev = Default::default();
+            let inference = Bernoulli::from_logits(Tensor::<Flex, 3>::from_data(
+                TensorData::new(eta.clone(), [s, n, d]),
+                &dev,
+            ))
+            .log_prob(Tensor::from_data(TensorData::new(x.clone(), [n, d]), &dev))
+            .into_data()
+            .convert::<f64>()
+            .to_vec::<f64>()
+            .unwrap();
+            assert_eq!(inference, fast.0, "evaluation and training paths agree");
             let reference = run::<Reference>(&x, &eta, [s, n, d]);
             for (what, a, b) in [
                 ("log p", &fast.0, &reference.0),
@@ -323,6 +332,14 @@ mod tests {
         let u = 1.0 + e;
         assert_eq!(
             fused.map(|t| t.into_scalar()),
+            Some(-e * u.ln() / (u - 1.0))
+        );
+        let inference = super::log_prob(
+            &Tensor::<Flex, 3>::from_data(TensorData::new(vec![1.0f32], [1, 1, 1]), &flex),
+            &Tensor::<Flex, 3>::from_data(TensorData::new(eta.to_vec(), [1, 1, 1]), &flex),
+        );
+        assert_eq!(
+            inference.map(|t| t.into_scalar()),
             Some(-e * u.ln() / (u - 1.0))
         );
         let ndarray = Default::default();

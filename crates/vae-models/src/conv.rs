@@ -79,21 +79,10 @@ impl<B: Backend> UpBlock<B> {
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let conv = &self.conv;
-        let options = ConvTransposeOptions::new(
-            conv.stride,
-            conv.padding,
-            conv.padding_out,
-            conv.dilation,
-            conv.groups,
-        );
-        let y = conv_ops::conv_transpose2d(
-            x,
-            conv.weight.val(),
-            conv.bias.as_ref().map(|b| b.val()),
-            options,
-        );
-        leaky_relu(batch_norm(&self.norm, y), LEAKY_SLOPE)
+        leaky_relu(
+            batch_norm(&self.norm, conv_transpose(&self.conv, x)),
+            LEAKY_SLOPE,
+        )
     }
 }
 
@@ -107,6 +96,23 @@ fn conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     };
     let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
     conv_ops::conv2d(
+        x,
+        conv.weight.val(),
+        conv.bias.as_ref().map(|b| b.val()),
+        options,
+    )
+}
+
+/// `conv.forward(x)` through [`conv_ops`].
+fn conv_transpose<B: Backend>(conv: &ConvTranspose2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let options = ConvTransposeOptions::new(
+        conv.stride,
+        conv.padding,
+        conv.padding_out,
+        conv.dilation,
+        conv.groups,
+    );
+    conv_ops::conv_transpose2d(
         x,
         conv.weight.val(),
         conv.bias.as_ref().map(|b| b.val()),

@@ -98,51 +98,32 @@ mod flex {
             .into_primitive()
             .tensor();
         let out = match bias.map(same_type::<_, Tensor<Ad, 1>>) {
-            None => match Conv2dNoBias
-                .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(mut prep) => {
-                    let state = (prep.checkpoint(&x), prep.checkpoint(&w), options.clone());
-                    prep.finish(
-                        state,
-                        Flex::conv2d(x.primitive, w.primitive, None, options.clone()),
-                    )
-                }
-                OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(
-                    x.primitive,
-                    w.primitive,
+            None => {
+                let y = Flex::conv2d(
+                    x.primitive.clone(),
+                    w.primitive.clone(),
                     None,
                     options.clone(),
-                )),
-            },
+                );
+                let kind = Conv2dNoBias
+                    .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
+                    .compute_bound()
+                    .stateful();
+                record(kind, &x, &w, options.clone(), y)
+            }
             Some(b) => {
                 let b = b.into_primitive().tensor();
-                match Conv2dWithBias
+                let y = Flex::conv2d(
+                    x.primitive.clone(),
+                    w.primitive.clone(),
+                    Some(b.primitive),
+                    options.clone(),
+                );
+                let kind = Conv2dWithBias
                     .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone(), b.node.clone()])
                     .compute_bound()
-                    .stateful()
-                {
-                    OpsKind::Tracked(mut prep) => {
-                        let state = (prep.checkpoint(&x), prep.checkpoint(&w), options.clone());
-                        prep.finish(
-                            state,
-                            Flex::conv2d(
-                                x.primitive,
-                                w.primitive,
-                                Some(b.primitive),
-                                options.clone(),
-                            ),
-                        )
-                    }
-                    OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(
-                        x.primitive,
-                        w.primitive,
-                        Some(b.primitive),
-                        options.clone(),
-                    )),
-                }
+                    .stateful();
+                record(kind, &x, &w, options.clone(), y)
             }
         };
         Ok(same_type::<Tensor<Ad, 4>, _>(Tensor::from_primitive(
@@ -164,28 +145,42 @@ mod flex {
         let w = same_type::<_, Tensor<Ad, 4>>(weight)
             .into_primitive()
             .tensor();
-        let out = match ConvTranspose2dNoBias
+        let y = Flex::conv_transpose2d(
+            x.primitive.clone(),
+            w.primitive.clone(),
+            None,
+            options.clone(),
+        );
+        let kind = ConvTranspose2dNoBias
             .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
             .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&w), options.clone());
-                prep.finish(
-                    state,
-                    Flex::conv_transpose2d(x.primitive, w.primitive, None, options.clone()),
-                )
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::conv_transpose2d(
-                x.primitive,
-                w.primitive,
-                None,
-                options.clone(),
-            )),
-        };
+            .stateful();
+        let out = record(kind, &x, &w, options.clone(), y);
         Ok(same_type::<Tensor<Ad, 4>, _>(Tensor::from_primitive(
             TensorPrimitive::Float(out),
         )))
+    }
+
+    /// Registers a prepared op with forward value `y`; when tracked, `x` and `w` are kept for
+    /// its backward pass, with the convolution's options.
+    fn record<Op, O, const N: usize>(
+        kind: OpsKind<Op, Flex, (NodeId, NodeId, O), NoCheckpointing, N>,
+        x: &FloatTensor<Ad>,
+        w: &FloatTensor<Ad>,
+        options: O,
+        y: FlexTensor,
+    ) -> FloatTensor<Ad>
+    where
+        Op: Backward<Flex, N, State = (NodeId, NodeId, O)>,
+        O: Clone + Send + std::fmt::Debug + 'static,
+    {
+        match kind {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(x), prep.checkpoint(w), options);
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
     }
 
     /// Stride and symmetric padding of the convolution whose patches are gathered.

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
 use burn::train::TrainStep;
@@ -23,8 +23,8 @@ use vae_data::ImageBatch;
 use vae_models::{
     ConvVaeConfig, GaussianScale, Likelihood, MlpVaeConfig, TrainableDecoder, TrainableEncoder, Vae,
 };
-use vae_train::TrainableVae;
 use vae_train::backend::{BackendChoice, BackendRequest, Cpu, resolve};
+use vae_train::{FusedAdamConfig, TrainableVae};
 
 use crate::BackendArg;
 
@@ -100,7 +100,7 @@ where
         1,
         0,
     );
-    let mut optim = AdamConfig::new().init();
+    let mut optim = FusedAdamConfig::new().init();
     let x = Tensor::<B, 2>::random(input, Distribution::Uniform(0.0, 1.0), device);
     let mut step = |model: TrainableVae<B, E, D>| {
         let out = TrainStep::step(&model, ImageBatch { images: x.clone() });

@@ -18,6 +18,7 @@
 //!
 //! The CPU backend is burn's Flex ([`backend::Cpu`]); the `cuda` feature adds the GPU.
 
+mod adam;
 pub mod artifacts;
 pub mod backend;
 pub mod checkpoint;
@@ -34,6 +35,7 @@ mod schedule;
 mod step;
 pub mod strategy;
 
+pub use adam::{FusedAdam, FusedAdamConfig};
 pub use config::{LrSchedule, TrainingConfig};
 pub use error::TrainError;
 pub use evaluate::{BitsPerDim, TestMetrics};

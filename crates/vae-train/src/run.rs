@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
 use burn::module::AutodiffModule;
-use burn::optim::AdamConfig;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::checkpoint::KeepLastNCheckpoints;
@@ -19,6 +18,7 @@ use burn::train::{
 use vae_data::{ImageBatch, ImageBatcher, ImageItem};
 use vae_models::{TrainableDecoder, TrainableEncoder, Vae};
 
+use crate::adam::FusedAdamConfig;
 use crate::checkpoint::{CheckpointMarker, checkpoints_dir};
 use crate::config::TrainingConfig;
 use crate::error::TrainError;
@@ -220,7 +220,7 @@ where
         batches_per_epoch,
         config.epochs,
     );
-    let optimizer = AdamConfig::new().init::<B, TrainableVae<B, E, D>>();
+    let optimizer = FusedAdamConfig::new().init::<B, TrainableVae<B, E, D>>();
     let result = training.launch(Learner::new(trainable, optimizer, scheduler));
 
     let history = shared_history.lock().map(|h| h.clone()).unwrap_or_default();

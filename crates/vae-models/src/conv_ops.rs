@@ -1,13 +1,18 @@
 //! The convolutions the conv models call: burn's, except when training on the Flex CPU backend.
 //!
-//! burn 0.21 computes a convolution's weight gradient, on every backend that does not override
-//! it, as a second convolution over batch-and-channel-swapped views (`x` as `[C, N, H, W]`,
-//! the output gradient as a `[O, N, Ho, Wo]` kernel). On Flex those views are copied element by
-//! element before an im2col with a kernel the size of the image: about a third of a conv VAE's
-//! training step (measured with perf on `cargo xtask bench --cases conv-b64`). The weight
-//! gradient is one matrix product, ∂L/∂W = G·cols(x), with G the output gradient as
-//! `[O, N·Ho·Wo]` and cols(x) the im2col patches `[N·Ho·Wo, C·kh·kw]`; for
-//! `Autodiff<Flex>` (f32, groups = 1, dilation = 1) the ops here compute it so, on Flex's GEMM.
+//! For `Autodiff<Flex>` (f32, groups = 1, dilation = 1) the ops here replace three slow paths of
+//! burn 0.21 on Flex, each found with perf on `cargo xtask bench --cases conv-b64`:
+//!
+//! * **weight gradients.** burn computes ∂L/∂W as a second convolution over batch-and-channel-
+//!   swapped views, which Flex first copies element by element (a third of the step). Here it
+//!   is one matrix product, ∂L/∂W = G·cols(x), with G the output gradient as `[O, N·Ho·Wo]` and
+//!   cols(x) the im2col patches `[N·Ho·Wo, C·kh·kw]`, gathered and multiplied block by block
+//!   so the patch matrix never exists whole (for the 64×64 output layer it would be 300 MB);
+//! * **transposed convolutions** (the decoder's forward pass, and every convolution's ∂L/∂x):
+//!   Flex's runs the images one after another and adds through a function pointer per
+//!   element; here images run in parallel, one GEMM and one col2im each, and stride-1 cases
+//!   are ordinary convolutions with the kernel flipped.
+//!
 //! Every other backend, and every other case, takes burn's path unchanged.
 
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
@@ -58,9 +63,7 @@ mod flex {
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::autodiff::{Autodiff, NodeId};
     use burn::backend::flex::FlexTensor;
-    use burn::tensor::ops::{
-        ConvOptions, ConvTransposeOptions, FloatTensor, FloatTensorOps, ModuleOps,
-    };
+    use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor, ModuleOps};
     use burn::tensor::{DType, Shape, TensorData, TensorMetadata, TensorPrimitive};
     use burn::tensor::{Tensor, backend::Backend};
     use rayon::prelude::*;
@@ -145,11 +148,21 @@ mod flex {
         let w = same_type::<_, Tensor<Ad, 4>>(weight)
             .into_primitive()
             .tensor();
-        let y = Flex::conv_transpose2d(
-            x.primitive.clone(),
-            w.primitive.clone(),
-            None,
-            options.clone(),
+        let [_, _, h, wd] = dims4(&x.primitive.shape());
+        let [_, _, kh, kw] = dims4(&w.primitive.shape());
+        let side = |len: usize, k: usize, axis: usize| {
+            ((len - 1) * options.stride[axis] + k + options.padding_out[axis])
+                .saturating_sub(2 * options.padding[axis])
+        };
+        let geometry = Geometry {
+            stride: options.stride,
+            padding: options.padding,
+        };
+        let y = transposed_conv(
+            &x.primitive,
+            &w.primitive,
+            geometry,
+            [side(h, kh, 0), side(wd, kw, 1)],
         );
         let kind = ConvTranspose2dNoBias
             .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
@@ -251,7 +264,13 @@ mod flex {
             grads.register::<Flex>(id, conv_weight_grad(&x, &grad, &w.shape(), geometry));
         }
         if let Some(id) = x_node {
-            grads.register::<Flex>(id, Flex::conv2d_x_backward(x, w, grad, options));
+            // ∂L/∂x is the transposed convolution of the output gradient with W, cut to x's size.
+            let [_, _, h, wd] = dims4(&x.shape());
+            let geometry = Geometry {
+                stride: options.stride,
+                padding: options.padding,
+            };
+            grads.register::<Flex>(id, transposed_conv(&grad, &w, geometry, [h, wd]));
         }
     }
 
@@ -299,10 +318,9 @@ mod flex {
         tests::WEIGHT_GRADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let [o, c, kh, kw] = dims4(weight_shape);
         let [_, _, ho, wo] = dims4(&grad.shape());
-        let cols = im2col(x, [ho, wo], [kh, kw], geometry);
         let g = channels_first(grad);
-        let dw = Flex::float_matmul(g, cols);
-        Flex::float_reshape(dw, Shape::new([o, c, kh, kw]))
+        let dw = patches_product(&g, o, x, [ho, wo], [kh, kw], geometry);
+        FlexTensor::from_data(TensorData::new(dw, [o, c, kh, kw]))
     }
 
     /// ∂L/∂W for `y = conv_transpose2d(x, W)`: W is `[Ci, Co, kh, kw]`, and
@@ -319,10 +337,207 @@ mod flex {
         tests::WEIGHT_GRADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let [ci, co, kh, kw] = dims4(weight_shape);
         let [_, _, h, w] = dims4(&x.shape());
-        let cols = im2col(grad, [h, w], [kh, kw], geometry);
         let xs = channels_first(x);
-        let dw = Flex::float_matmul(xs, cols);
-        Flex::float_reshape(dw, Shape::new([ci, co, kh, kw]))
+        let dw = patches_product(&xs, ci, grad, [h, w], [kh, kw], geometry);
+        FlexTensor::from_data(TensorData::new(dw, [ci, co, kh, kw]))
+    }
+
+    /// `conv_transpose2d(x, W)` for `x: [N, Ci, H, W]`, `W: [Ci, Co, kh, kw]` (no bias,
+    /// groups 1, dilation 1) into an output of spatial size `out`:
+    /// y[n, co, s·i + ky − p, s·j + kx − p] += x[n, ci, i, j] · W[ci, co, ky, kx], terms that land
+    /// outside `out` dropped. Per image, one GEMM cols = Wᵀ · x_n (`[Co·kh·kw, H·W]`) and a
+    /// col2im scatter-add; images in parallel. (Flex's own runs the images one after another,
+    /// with a function-pointer add per element: 13 % of a conv VAE training step.)
+    fn transposed_conv(
+        x: &FlexTensor,
+        w: &FlexTensor,
+        Geometry { stride, padding }: Geometry,
+        [ho, wo]: [usize; 2],
+    ) -> FlexTensor {
+        let [n, ci, h, wd] = dims4(&x.shape());
+        let [w_ci, co, kh, kw] = dims4(&w.shape());
+        assert_eq!(ci, w_ci, "input channels of x and W");
+        if stride == [1, 1]
+            && padding[0] < kh
+            && padding[1] < kw
+            && [ho, wo] == [h + kh - 1 - 2 * padding[0], wd + kw - 1 - 2 * padding[1]]
+        {
+            // With stride 1 it is an ordinary convolution with the kernel flipped and its
+            // channel axes swapped, padded k − 1 − p: Flex's im2col convolution, no scatter.
+            let options = ConvOptions::new(
+                [1, 1],
+                [kh - 1 - padding[0], kw - 1 - padding[1]],
+                [1, 1],
+                1,
+            );
+            return Flex::conv2d(x.clone(), flipped(w), None, options);
+        }
+        let (src, weights) = (contiguous(x), contiguous(w));
+        let rows = co * kh * kw;
+        let mut out = vec![0f32; n * co * ho * wo];
+        out.par_chunks_mut(co * ho * wo).enumerate().for_each_init(
+            || vec![0f32; rows * h * wd],
+            |cols, (b, image)| {
+                let x_b = &src[b * ci * h * wd..][..ci * h * wd];
+                // SAFETY: cols is [rows, H·W]; W is [Ci, rows] read transposed; x_b is
+                // [Ci, H·W]; row-major with the strides given, all in bounds.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        h * wd,
+                        ci,
+                        cols.as_mut_ptr(),
+                        1,
+                        (h * wd) as isize,
+                        false,
+                        weights.as_ptr(),
+                        rows as isize,
+                        1,
+                        x_b.as_ptr(),
+                        1,
+                        (h * wd) as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                // The input positions i (or j) whose output s·i + k − p lies in [0, len).
+                let valid = |k: usize, s: usize, p: usize, len: usize, n_in: usize| {
+                    let lo = p.saturating_sub(k).div_ceil(s);
+                    let hi = if len + p > k {
+                        (len + p - k - 1) / s + 1
+                    } else {
+                        0
+                    };
+                    lo..hi.min(n_in).max(lo)
+                };
+                for (r, col) in cols.chunks_exact(h * wd).enumerate() {
+                    let (c, ky, kx) = (r / (kh * kw), (r / kw) % kh, r % kw);
+                    let plane = &mut image[c * ho * wo..][..ho * wo];
+                    let js = valid(kx, stride[1], padding[1], wo, wd);
+                    for i in valid(ky, stride[0], padding[0], ho, h) {
+                        let y = i * stride[0] + ky - padding[0];
+                        let out_row = &mut plane[y * wo..][..wo];
+                        let in_row = &col[i * wd..][..wd];
+                        for j in js.clone() {
+                            out_row[j * stride[1] + kx - padding[1]] += in_row[j];
+                        }
+                    }
+                }
+            },
+        );
+        FlexTensor::from_data(TensorData::new(out, [n, co, ho, wo]))
+    }
+
+    /// `[Ci, Co, kh, kw]` → `[Co, Ci, kh, kw]` with both kernel axes reversed.
+    fn flipped(w: &FlexTensor) -> FlexTensor {
+        let [ci, co, kh, kw] = dims4(&w.shape());
+        let src = contiguous(w);
+        let mut out = vec![0f32; src.len()];
+        for (o, kernels) in out.chunks_exact_mut(ci * kh * kw).enumerate() {
+            for (i, kernel) in kernels.chunks_exact_mut(kh * kw).enumerate() {
+                let from = &src[(i * co + o) * kh * kw..][..kh * kw];
+                for (dst, src) in kernel.iter_mut().zip(from.iter().rev()) {
+                    *dst = *src;
+                }
+            }
+        }
+        FlexTensor::from_data(TensorData::new(out, [co, ci, kh, kw]))
+    }
+
+    /// Patch-matrix entries per block (4 MiB of f32): a block is gathered and consumed by the
+    /// GEMM while it is still in cache. Materialising the whole patch matrix instead cost
+    /// 300 MB per step for the 64×64 output convolution at batch 64 (page faults, DRAM traffic).
+    /// Tests use tiny blocks, so their small convolutions take many blocks on every thread.
+    #[cfg(not(test))]
+    const BLOCK_ENTRIES: usize = 1 << 20;
+    #[cfg(test)]
+    const BLOCK_ENTRIES: usize = 64;
+    /// At least this many patch rows (the GEMM's inner dimension) per block.
+    #[cfg(not(test))]
+    const MIN_BLOCK_ROWS: usize = 64;
+    #[cfg(test)]
+    const MIN_BLOCK_ROWS: usize = 3;
+
+    /// `A · cols(t)` as a row-major `[p, C·kh·kw]` buffer, where `a` is `[p, N·gh·gw]` (one
+    /// column per patch position) and cols(t) are the patches of `t: [N, C, H, W]` at the
+    /// positions of a `[gh, gw]` grid ([`im2col_rows`]). The patch matrix is never built whole:
+    /// each thread gathers blocks of its rows into a scratch buffer and accumulates its own
+    /// partial product, and the partials are summed.
+    fn patches_product(
+        a: &FlexTensor,
+        p: usize,
+        t: &FlexTensor,
+        grid: [usize; 2],
+        kernel: [usize; 2],
+        geometry: Geometry,
+    ) -> Vec<f32> {
+        let [n, c, h, w] = dims4(&t.shape());
+        let src = contiguous(t);
+        let a = contiguous(a);
+        let q = c * kernel[0] * kernel[1];
+        let rows = n * grid[0] * grid[1];
+        assert_eq!(a.len(), p * rows, "A is [p, N·gh·gw]");
+        let block = (BLOCK_ENTRIES / q.max(1))
+            .max(MIN_BLOCK_ROWS)
+            .min(rows)
+            .max(1);
+        let starts: Vec<usize> = (0..rows).step_by(block).collect();
+        let per_thread = starts.len().div_ceil(rayon::current_num_threads()).max(1);
+        starts
+            .into_par_iter()
+            .with_min_len(per_thread)
+            .fold(
+                || (Vec::new(), vec![0f32; p * q]),
+                |(mut cols, mut dw): (Vec<f32>, Vec<f32>), start| {
+                    let end = (start + block).min(rows);
+                    cols.resize((end - start) * q, 0.0);
+                    im2col_rows(
+                        &src,
+                        [n, c, h, w],
+                        grid,
+                        kernel,
+                        geometry,
+                        start..end,
+                        &mut cols,
+                    );
+                    // SAFETY: dw is [p, q], a is [p, rows] read at columns start..end, cols is
+                    // [end − start, q]; all row-major with the strides given, all in bounds.
+                    unsafe {
+                        gemm::gemm(
+                            p,
+                            q,
+                            end - start,
+                            dw.as_mut_ptr(),
+                            1,
+                            q as isize,
+                            true,
+                            a.as_ptr().add(start),
+                            1,
+                            rows as isize,
+                            cols.as_ptr(),
+                            1,
+                            q as isize,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    (cols, dw)
+                },
+            )
+            .map(|(_, dw)| dw)
+            .reduce_with(|mut sum, part| {
+                sum.iter_mut().zip(&part).for_each(|(s, v)| *s += v);
+                sum
+            })
+            .unwrap_or_else(|| vec![0f32; p * q])
     }
 
     /// ∂L/∂b = Σ over batch and positions of ∂L/∂y.
@@ -372,44 +587,63 @@ mod flex {
         FlexTensor::from_data(TensorData::new(out, [c, n * plane]))
     }
 
-    /// Patches of `t: [N, C, H, W]` at the positions of a grid `[gh, gw]`, one row per
-    /// position: row (n, i, j), column (c, ky, kx) = t[n, c, s·i + ky − p, s·j + kx − p], zero
-    /// outside. (Measured against a `[C·kh·kw, N·gh·gw]` layout read transposed by the GEMM:
-    /// no faster, so the GEMM gets both operands row-major.)
-    fn im2col(
-        t: &FlexTensor,
+    /// Rows `rows` of the patch matrix of `src: [N, C, H, W]` at the positions of a grid
+    /// `[gh, gw]`, into `out` (`rows.len() × C·kh·kw`, every entry written): row (n, i, j),
+    /// column (c, ky, kx) = src[n, c, s·i + ky − p, s·j + kx − p], zero outside the image.
+    fn im2col_rows(
+        src: &[f32],
+        [_, c, h, w]: [usize; 4],
         [gh, gw]: [usize; 2],
         [kh, kw]: [usize; 2],
         Geometry { stride, padding }: Geometry,
-    ) -> FlexTensor {
-        let [n, c, h, w] = dims4(&t.shape());
-        let src = contiguous(t);
-        let row = c * kh * kw;
-        let mut out = vec![0f32; n * gh * gw * row];
-        out.par_chunks_mut(gw * row)
-            .enumerate()
-            .for_each(|(line, dst)| {
-                let (b, i) = (line / gh, line % gh);
-                let image = &src[b * c * h * w..(b + 1) * c * h * w];
-                for (j, patch) in dst.chunks_exact_mut(row).enumerate() {
-                    let mut k = 0;
-                    for ch in 0..c {
-                        let plane = &image[ch * h * w..(ch + 1) * h * w];
-                        for ky in 0..kh {
-                            let y = (i * stride[0] + ky).wrapping_sub(padding[0]);
-                            for kx in 0..kw {
-                                let xx = (j * stride[1] + kx).wrapping_sub(padding[1]);
-                                // Outside the image ("negative" indices wrap): stays zero.
-                                if y < h && xx < w {
-                                    patch[k] = plane[y * w + xx];
-                                }
-                                k += 1;
-                            }
-                        }
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) {
+        // The in-image part of a kernel window starting at `origin` (may be negative) along
+        // an axis of length `len`: kernel offsets lo..hi.
+        let inside = |origin: isize, k: usize, len: usize| {
+            let lo = (-origin).clamp(0, k as isize) as usize;
+            let hi = (len as isize - origin).clamp(lo as isize, k as isize) as usize;
+            (lo, hi)
+        };
+        for (row, patch) in rows.zip(out.chunks_exact_mut(c * kh * kw)) {
+            let (b, i, j) = (row / (gh * gw), (row / gw) % gh, row % gw);
+            let y0 = (i * stride[0]) as isize - padding[0] as isize;
+            let x0 = (j * stride[1]) as isize - padding[1] as isize;
+            let (ky_lo, ky_hi) = inside(y0, kh, h);
+            let (kx_lo, kx_hi) = inside(x0, kw, w);
+            let image = &src[b * c * h * w..(b + 1) * c * h * w];
+            for (plane, dst) in image
+                .chunks_exact(h * w)
+                .zip(patch.chunks_exact_mut(kh * kw))
+            {
+                for (ky, dst) in dst.chunks_exact_mut(kw).enumerate() {
+                    if ky < ky_lo || ky >= ky_hi {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let y = (y0 + ky as isize) as usize;
+                    let x = (x0 + kx_lo as isize) as usize;
+                    let src = &plane[y * w + x..][..kx_hi - kx_lo];
+                    if let (Ok(dst), Ok(src)) = (
+                        <&mut [f32; 3]>::try_from(&mut *dst),
+                        <&[f32; 3]>::try_from(src),
+                    ) {
+                        // The common case, a whole row of a 3-wide kernel: a fixed-size
+                        // copy, not a `memmove` call per three floats.
+                        *dst = *src;
+                        continue;
+                    }
+                    for (k, value) in dst.iter_mut().enumerate() {
+                        *value = if (kx_lo..kx_hi).contains(&k) {
+                            src[k - kx_lo]
+                        } else {
+                            0.0
+                        };
                     }
                 }
-            });
-        FlexTensor::from_data(TensorData::new(out, [n * gh * gw, row]))
+            }
+        }
     }
 
     #[cfg(test)]

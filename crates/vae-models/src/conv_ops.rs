@@ -140,30 +140,41 @@ mod flex {
         bias: Option<Tensor<B, 1>>,
         options: &ConvTransposeOptions<2>,
     ) -> Result<Tensor<B, 4>, Inputs<B>> {
-        if !is_ad_flex::<B>() || bias.is_some() || !supported(&x, options.dilation, options.groups)
+        let flex = TypeId::of::<B>() == TypeId::of::<Flex>();
+        if !(flex || is_ad_flex::<B>())
+            || bias.is_some()
+            || !supported(&x, options.dilation, options.groups)
         {
             return Err((x, weight, bias));
+        }
+        let output = |x: &FlexTensor, w: &FlexTensor| {
+            let [_, _, h, wd] = dims4(&x.shape());
+            let [_, _, kh, kw] = dims4(&w.shape());
+            let side = |len: usize, k: usize, axis: usize| {
+                ((len - 1) * options.stride[axis] + k + options.padding_out[axis])
+                    .saturating_sub(2 * options.padding[axis])
+            };
+            let geometry = Geometry {
+                stride: options.stride,
+                padding: options.padding,
+            };
+            transposed_conv(x, w, geometry, [side(h, kh, 0), side(wd, kw, 1)])
+        };
+        if flex {
+            // Inference (sampling, evaluation): the same kernel, nothing recorded.
+            let x = same_type::<_, Tensor<Flex, 4>>(x).into_primitive().tensor();
+            let w = same_type::<_, Tensor<Flex, 4>>(weight)
+                .into_primitive()
+                .tensor();
+            return Ok(same_type::<Tensor<Flex, 4>, _>(Tensor::from_primitive(
+                TensorPrimitive::Float(output(&x, &w)),
+            )));
         }
         let x = same_type::<_, Tensor<Ad, 4>>(x).into_primitive().tensor();
         let w = same_type::<_, Tensor<Ad, 4>>(weight)
             .into_primitive()
             .tensor();
-        let [_, _, h, wd] = dims4(&x.primitive.shape());
-        let [_, _, kh, kw] = dims4(&w.primitive.shape());
-        let side = |len: usize, k: usize, axis: usize| {
-            ((len - 1) * options.stride[axis] + k + options.padding_out[axis])
-                .saturating_sub(2 * options.padding[axis])
-        };
-        let geometry = Geometry {
-            stride: options.stride,
-            padding: options.padding,
-        };
-        let y = transposed_conv(
-            &x.primitive,
-            &w.primitive,
-            geometry,
-            [side(h, kh, 0), side(wd, kw, 1)],
-        );
+        let y = output(&x.primitive, &w.primitive);
         let kind = ConvTranspose2dNoBias
             .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
             .compute_bound()
@@ -654,7 +665,7 @@ mod flex {
 
         use std::sync::atomic::{AtomicUsize, Ordering};
 
-        use super::Ad;
+        use super::{Ad, Flex};
 
         type Reference = Autodiff<NdArray<f32>>;
 
@@ -764,6 +775,14 @@ mod flex {
             let xf = Tensor::<Ad, 4>::from_data(xd.clone(), &dev).require_grad();
             let wf = Tensor::<Ad, 4>::from_data(wd.clone(), &dev).require_grad();
             let yf = super::super::conv_transpose2d(xf.clone(), wf.clone(), None, options.clone());
+            // Inference on plain Flex runs the same kernel: the same values, bit for bit.
+            let yi = super::super::conv_transpose2d(
+                Tensor::<Flex, 4>::from_data(xd.clone(), &dev),
+                Tensor::<Flex, 4>::from_data(wd.clone(), &dev),
+                None,
+                options.clone(),
+            );
+            assert_eq!(yi.into_data(), yf.clone().into_data(), "inference path");
             let taken = WEIGHT_GRADS.load(Ordering::Relaxed);
             let r = random(yf.dims(), 6);
             let gf = (yf.clone() * Tensor::from_data(r.clone(), &dev))

@@ -189,6 +189,15 @@ fn prepare_out(out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A run that fails before writing anything (data missing, no GPU) leaves no empty directory
+/// behind when this command `created` it; `remove_dir` refuses anything that is not empty.
+fn discard_if_empty<T>(result: Result<T>, dir: &Path, created: bool) -> Result<T> {
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir(dir);
+    }
+    result
+}
+
 fn choose(request: BackendArg) -> Result<BackendChoice> {
     let (choice, why) = resolve(request.into()).map_err(anyhow::Error::msg)?;
     eprintln!("backend: {why}");
@@ -279,8 +288,9 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 RunConfig::for_dataset(&dataset, &overrides)?
             };
+            let created = !out.exists();
             prepare_out(&out)?;
-            let choice = choose(backend)?;
+            let choice = discard_if_empty(choose(backend), &out, created)?;
             let interrupter = burn::train::Interrupter::new();
             let control = RunControl::new(interrupter);
             let handler = control.clone();
@@ -296,13 +306,14 @@ fn run(cli: Cli) -> Result<()> {
             .context("installing the Ctrl-C handler")?;
             let job = pipeline::TrainJob {
                 config,
-                run_dir: out,
+                run_dir: out.clone(),
                 data_dir,
                 resume,
                 control,
                 backend: choice.name().to_string(),
             };
-            with_backend!(choice, |B, device| pipeline::train::<B>(job, device))
+            let result = with_backend!(choice, |B, device| pipeline::train::<B>(job, device));
+            discard_if_empty(result, &out, created)
         }
         Command::Eval {
             run,

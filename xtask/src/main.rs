@@ -295,7 +295,7 @@ fn run(cli: Cli) -> Result<()> {
             let control = RunControl::new(interrupter);
             let handler = control.clone();
             let pressed = AtomicBool::new(false);
-            ctrlc::set_handler(move || {
+            let handler_installed = ctrlc::set_handler(move || {
                 if pressed.swap(true, Ordering::SeqCst) {
                     eprintln!("\nsecond Ctrl-C: exiting without a checkpoint");
                     std::process::exit(130);
@@ -303,7 +303,8 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("\nCtrl-C: finishing the current step, then saving a checkpoint (Ctrl-C again to quit now)");
                 handler.request_stop();
             })
-            .context("installing the Ctrl-C handler")?;
+            .context("installing the Ctrl-C handler");
+            discard_if_empty(handler_installed, &out, created)?;
             let job = pipeline::TrainJob {
                 config,
                 run_dir: out.clone(),

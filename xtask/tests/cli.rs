@@ -306,7 +306,10 @@ fn errors_are_one_clear_message() {
         err.contains("train-images-idx3-ubyte") && err.contains(empty.to_str().unwrap()),
         "{err}"
     );
-    assert!(!out.exists(), "a run that never started leaves no directory");
+    assert!(
+        !out.exists(),
+        "a run that never started leaves no directory"
+    );
 
     let err = fails(&[
         "train",

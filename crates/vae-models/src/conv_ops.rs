@@ -1,6 +1,7 @@
-//! The convolutions the conv models call: burn's, except when training on the Flex CPU backend.
+//! The convolutions the conv models call: burn's, except on the Flex CPU backend.
 //!
-//! For `Autodiff<Flex>` (f32, groups = 1, dilation = 1) the ops here replace three slow paths of
+//! For `Autodiff<Flex>` (training) and, for the transposed convolution, plain `Flex` (sampling,
+//! evaluation), with f32, groups = 1 and dilation = 1, the ops here replace three slow paths of
 //! burn 0.21 on Flex, each found with perf on `cargo xtask bench --cases conv-b64`:
 //!
 //! * **weight gradients.** burn computes ∂L/∂W as a second convolution over batch-and-channel-
@@ -50,8 +51,8 @@ pub(crate) fn conv_transpose2d<B: Backend>(
 
 #[cfg(feature = "flex")]
 mod flex {
-    //! The `Autodiff<Flex>` path. Tensors of the generic `B` are moved into `Box<dyn Any>` and
-    //! downcast: when `B` is exactly `Autodiff<Flex>` they come back as that type (safe code,
+    //! The Flex paths. Tensors of the generic `B` are moved into `Box<dyn Any>` and downcast:
+    //! when `B` is exactly `Autodiff<Flex>` (or `Flex`) they come back as that type (safe code,
     //! no transmutes), otherwise the caller gets its inputs back.
 
     use std::any::{Any, TypeId};
@@ -256,7 +257,7 @@ mod flex {
         }
     }
 
-    /// ∂L/∂x (burn's transposed convolution) and ∂L/∂W (im2col GEMM) of `conv2d(x, W)`, for
+    /// ∂L/∂x ([`transposed_conv`]) and ∂L/∂W (blocked im2col GEMM) of `conv2d(x, W)`, for
     /// the parents `[x, W]` that require them.
     fn conv2d_backward(
         [x_node, w_node]: [Option<NodeId>; 2],
@@ -368,10 +369,15 @@ mod flex {
         let [n, ci, h, wd] = dims4(&x.shape());
         let [w_ci, co, kh, kw] = dims4(&w.shape());
         assert_eq!(ci, w_ci, "input channels of x and W");
+        let stride_one_side = |len: usize, k: usize, p: usize| (len + k - 1).checked_sub(2 * p);
         if stride == [1, 1]
             && padding[0] < kh
             && padding[1] < kw
-            && [ho, wo] == [h + kh - 1 - 2 * padding[0], wd + kw - 1 - 2 * padding[1]]
+            && [Some(ho), Some(wo)]
+                == [
+                    stride_one_side(h, kh, padding[0]),
+                    stride_one_side(wd, kw, padding[1]),
+                ]
         {
             // With stride 1 it is an ordinary convolution with the kernel flipped and its
             // channel axes swapped, padded k − 1 − p: Flex's im2col convolution, no scatter.
@@ -497,13 +503,16 @@ mod flex {
             .min(rows)
             .max(1);
         let starts: Vec<usize> = (0..rows).step_by(block).collect();
+        // A fixed partition, one contiguous run of blocks per thread, and partials summed in
+        // order: the same sums in the same order on every run (rayon's adaptive splitting
+        // would make the weight gradient differ in its last bits from run to run).
         let per_thread = starts.len().div_ceil(rayon::current_num_threads()).max(1);
-        starts
-            .into_par_iter()
-            .with_min_len(per_thread)
-            .fold(
-                || (Vec::new(), vec![0f32; p * q]),
-                |(mut cols, mut dw): (Vec<f32>, Vec<f32>), start| {
+        let partials: Vec<Vec<f32>> = starts
+            .par_chunks(per_thread)
+            .map(|starts| {
+                let mut cols = Vec::new();
+                let mut dw = vec![0f32; p * q];
+                for &start in starts {
                     let end = (start + block).min(rows);
                     cols.resize((end - start) * q, 0.0);
                     im2col_rows(
@@ -540,15 +549,16 @@ mod flex {
                             gemm::Parallelism::None,
                         );
                     }
-                    (cols, dw)
-                },
-            )
-            .map(|(_, dw)| dw)
-            .reduce_with(|mut sum, part| {
-                sum.iter_mut().zip(&part).for_each(|(s, v)| *s += v);
-                sum
+                }
+                dw
             })
-            .unwrap_or_else(|| vec![0f32; p * q])
+            .collect();
+        let mut partials = partials.into_iter();
+        let mut sum = partials.next().unwrap_or_else(|| vec![0f32; p * q]);
+        for part in partials {
+            sum.iter_mut().zip(&part).for_each(|(s, v)| *s += v);
+        }
+        sum
     }
 
     /// ∂L/∂b = Σ over batch and positions of ∂L/∂y.
@@ -629,7 +639,8 @@ mod flex {
                 .zip(patch.chunks_exact_mut(kh * kw))
             {
                 for (ky, dst) in dst.chunks_exact_mut(kw).enumerate() {
-                    if ky < ky_lo || ky >= ky_hi {
+                    if ky < ky_lo || ky >= ky_hi || kx_lo == kx_hi {
+                        // The kernel row lies above, below, left or right of the image.
                         dst.fill(0.0);
                         continue;
                     }
@@ -819,6 +830,10 @@ mod flex {
             check_conv([2, 5, 9, 9], [4, 5, 3, 3], 2, 1, false);
             check_conv([2, 4, 8, 8], [3, 4, 3, 3], 1, 1, true);
             check_conv([2, 3, 7, 6], [2, 3, 2, 3], 1, 0, true);
+            check_conv([2, 3, 7, 6], [2, 3, 2, 3], 2, 1, false);
+            // Padding wider than the kernel: whole kernel windows outside the image.
+            check_conv([2, 3, 5, 5], [2, 3, 1, 1], 1, 2, false);
+            check_conv([2, 3, 6, 6], [2, 3, 1, 1], 2, 2, true);
         }
 
         #[test]
@@ -826,6 +841,8 @@ mod flex {
             check_conv_transpose([3, 8, 4, 4], [8, 5, 3, 3], 2, 1, 1);
             check_conv_transpose([2, 4, 5, 5], [4, 3, 3, 3], 2, 1, 0);
             check_conv_transpose([2, 3, 6, 6], [3, 2, 3, 3], 1, 1, 0);
+            check_conv_transpose([2, 3, 6, 5], [3, 2, 2, 3], 2, 1, 1);
+            check_conv_transpose([2, 3, 6, 6], [3, 2, 1, 1], 2, 2, 0);
         }
     }
 }

@@ -142,6 +142,7 @@ impl FusedAdam {
         let lr = lr as f32;
 
         let scalars = Scalars {
+            first: time == 1,
             b1,
             b2,
             c1,
@@ -152,6 +153,14 @@ impl FusedAdam {
         };
         const CHUNK: usize = 1 << 14;
         let g = grad.as_slice::<f32>().expect("contiguous");
+        let len = param.storage::<f32>().len();
+        assert!(
+            [g.len(), m.storage::<f32>().len(), v.storage::<f32>().len()] == [len; 3],
+            "Adam: a parameter of {len} elements with a gradient of {} and moments of {} and {}",
+            g.len(),
+            m.storage::<f32>().len(),
+            v.storage::<f32>().len()
+        );
         param
             .storage_mut::<f32>()
             .par_chunks_mut(CHUNK)
@@ -167,6 +176,9 @@ impl FusedAdam {
 
 /// The per-step constants of the update, as burn's Adam computes them.
 struct Scalars {
+    /// The first step: burn sets m = (1 − β₁)·g rather than adding it to zeros (which would
+    /// turn a −0 into +0).
+    first: bool,
     b1: f32,
     b2: f32,
     c1: f32,
@@ -195,11 +207,22 @@ fn update_avx2(s: &Scalars, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f3
 
 #[inline(always)]
 fn update_portable(s: &Scalars, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
-    for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
-        *m = *m * s.b1 + g * s.c1;
-        *v = *v * s.b2 + (g * g) * s.c2;
-        let update = (*m * s.combined_factor) / (v.sqrt() + s.epsilon);
+    let step = |p: &mut f32, m: f32, v: f32| {
+        let update = (m * s.combined_factor) / (v.sqrt() + s.epsilon);
         *p -= update * s.lr;
+    };
+    if s.first {
+        for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+            *m = g * s.c1;
+            *v = (g * g) * s.c2;
+            step(p, *m, *v);
+        }
+    } else {
+        for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+            *m = *m * s.b1 + g * s.c1;
+            *v = *v * s.b2 + (g * g) * s.c2;
+            step(p, *m, *v);
+        }
     }
 }
 
@@ -256,8 +279,9 @@ mod tests {
     fn train<B: AutodiffBackend>(fused: bool, steps: usize) -> Vec<f32> {
         let device = Default::default();
         B::seed(&device, 7);
-        let mut layer: Linear<B> = LinearConfig::new(37, 19).init(&device);
-        let x = Tensor::<B, 2>::random([8, 37], Distribution::Normal(0.0, 1.0), &device);
+        // 21 000 weights: more than one parallel chunk of the update.
+        let mut layer: Linear<B> = LinearConfig::new(300, 70).init(&device);
+        let x = Tensor::<B, 2>::random([8, 300], Distribution::Normal(0.0, 1.0), &device);
         let config = FusedAdamConfig::new().with_beta_1(0.8).with_epsilon(1e-6);
         let mut fused_optim = config.init::<B, Linear<B>>();
         let mut burn_optim = AdamConfig::new()

@@ -256,27 +256,38 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let request: BackendRequest = args.backend.into();
     let (choice, why) = resolve(request).map_err(anyhow::Error::msg)?;
     eprintln!("backend: {why}");
-    let mut records = match choice {
+    let burn = |cases: &[&str]| match choice {
         BackendChoice::Cpu => {
-            burn_cases::<Autodiff<Cpu>>(&cases, args.quick, &Default::default(), "cpu (flex)")?
+            burn_cases::<Autodiff<Cpu>>(cases, args.quick, &Default::default(), "cpu (flex)")
         }
         #[cfg(feature = "cuda")]
         BackendChoice::Cuda => burn_cases::<Autodiff<vae_train::backend::Gpu>>(
-            &cases,
+            cases,
             args.quick,
             &burn::backend::cuda::CudaDevice::new(0),
             "cuda",
-        )?,
+        ),
         #[cfg(not(feature = "cuda"))]
         BackendChoice::Cuda => unreachable!("resolve() never picks CUDA without the feature"),
     };
+    let mut records = Vec::new();
+    let mut torch = Vec::new();
     if args.vs_pytorch {
-        let torch = pytorch_cases(
-            &args.python,
-            &cases,
-            args.quick,
-            choice == BackendChoice::Cuda,
-        )?;
+        // Each case in both frameworks back to back, so a ratio compares two measurements
+        // taken within a minute of each other: on a shared machine the load drifts.
+        for &case in &cases {
+            records.extend(burn(&[case])?);
+            torch.extend(pytorch_cases(
+                &args.python,
+                &[case],
+                args.quick,
+                choice == BackendChoice::Cuda,
+            )?);
+        }
+    } else {
+        records = burn(&cases)?;
+    }
+    if args.vs_pytorch {
         println!(
             "\n{:<10} {:>14} {:>14} {:>8} {:>12} {:>12}",
             "case", "burn img/s", "torch img/s", "ratio", "burn 1st s", "torch 1st s"

@@ -155,10 +155,7 @@ mod flex {
                 ((len - 1) * options.stride[axis] + k + options.padding_out[axis])
                     .saturating_sub(2 * options.padding[axis])
             };
-            let geometry = Geometry {
-                stride: options.stride,
-                padding: options.padding,
-            };
+            let geometry = Geometry::new(options.stride, options.padding);
             transposed_conv(x, w, geometry, [side(h, kh, 0), side(wd, kw, 1)])
         };
         if flex {
@@ -215,6 +212,12 @@ mod flex {
         padding: [usize; 2],
     }
 
+    impl Geometry {
+        fn new(stride: [usize; 2], padding: [usize; 2]) -> Self {
+            Self { stride, padding }
+        }
+    }
+
     #[derive(Debug)]
     struct Conv2dNoBias;
     #[derive(Debug)]
@@ -268,20 +271,13 @@ mod flex {
     ) {
         let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
         let w = checkpointer.retrieve_node_output::<FlexTensor>(w_state);
+        let geometry = Geometry::new(options.stride, options.padding);
         if let Some(id) = w_node {
-            let geometry = Geometry {
-                stride: options.stride,
-                padding: options.padding,
-            };
             grads.register::<Flex>(id, conv_weight_grad(&x, &grad, &w.shape(), geometry));
         }
         if let Some(id) = x_node {
             // ∂L/∂x is the transposed convolution of the output gradient with W, cut to x's size.
             let [_, _, h, wd] = dims4(&x.shape());
-            let geometry = Geometry {
-                stride: options.stride,
-                padding: options.padding,
-            };
             grads.register::<Flex>(id, transposed_conv(&grad, &w, geometry, [h, wd]));
         }
     }
@@ -301,10 +297,7 @@ mod flex {
             let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
             let w = checkpointer.retrieve_node_output::<FlexTensor>(w_state);
             if let Some(node) = node_w {
-                let geometry = Geometry {
-                    stride: options.stride,
-                    padding: options.padding,
-                };
+                let geometry = Geometry::new(options.stride, options.padding);
                 grads.register::<Flex>(
                     node.id,
                     conv_transpose_weight_grad(&x, &grad, &w.shape(), geometry),

@@ -26,7 +26,7 @@ use vae_models::{
 use vae_train::backend::{BackendChoice, BackendRequest, Cpu, resolve};
 use vae_train::{FusedAdamConfig, TrainableVae};
 
-use crate::BackendArg;
+use vae_cli::BackendArg;
 
 /// Options of `cargo xtask bench`.
 #[derive(Args)]

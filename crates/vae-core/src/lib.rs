@@ -64,6 +64,7 @@ mod importance;
 mod kl;
 mod objective;
 mod observation;
+mod shape;
 mod units;
 
 pub use bernoulli::Bernoulli;
@@ -75,4 +76,5 @@ pub use importance::{ImportanceSampling, iwae_bound, log_importance_weights, log
 pub use kl::KlEstimator;
 pub use objective::{ElboObjective, ObjectiveError};
 pub use observation::ObservationModel;
+pub use shape::ImageShape;
 pub use units::{LN_2PI, bits_per_dim, bits_per_dim_8bit};

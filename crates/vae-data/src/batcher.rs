@@ -2,25 +2,8 @@
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use serde::{Deserialize, Serialize};
 
-/// The shape of one image: channels × height × width.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageDims {
-    /// 1 for grey-scale, 3 for RGB.
-    pub channels: usize,
-    /// Rows.
-    pub height: usize,
-    /// Columns.
-    pub width: usize,
-}
-
-impl ImageDims {
-    /// C · H · W.
-    pub fn num_values(&self) -> usize {
-        self.channels * self.height * self.width
-    }
-}
+pub use vae_core::ImageShape;
 
 /// One example: 8-bit pixels in C×H×W order (as the model sees them after the pixel mode:
 /// binarised pixels are 0 or 255), and its class label when the dataset has one.

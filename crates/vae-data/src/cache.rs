@@ -13,7 +13,7 @@ use std::time::UNIX_EPOCH;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::batcher::ImageDims;
+use crate::batcher::ImageShape;
 use crate::error::{DataError, Result};
 use crate::preprocess::Preprocess;
 
@@ -28,7 +28,7 @@ pub struct ImageCache {
     file: File,
     path: PathBuf,
     count: usize,
-    dims: ImageDims,
+    dims: ImageShape,
 }
 
 /// The identity of a set of source images under a preprocessing: paths, sizes, modification
@@ -50,7 +50,7 @@ pub fn cache_key(sources: &[PathBuf], preprocess: &Preprocess) -> Result<[u8; 32
     Ok(hasher.finalize().into())
 }
 
-fn header(count: usize, dims: ImageDims, key: &[u8; 32]) -> [u8; HEADER] {
+fn header(count: usize, dims: ImageShape, key: &[u8; 32]) -> [u8; HEADER] {
     let mut h = [0u8; HEADER];
     h[..8].copy_from_slice(MAGIC);
     h[8..16].copy_from_slice(&(count as u64).to_le_bytes());
@@ -89,7 +89,7 @@ impl ImageCache {
     fn open_matching(
         path: &Path,
         count: usize,
-        dims: ImageDims,
+        dims: ImageShape,
         key: &[u8; 32],
     ) -> Result<Option<Self>> {
         let Ok(mut file) = File::open(path) else {
@@ -170,7 +170,7 @@ impl ImageCache {
     }
 
     /// Shape of each image.
-    pub fn dims(&self) -> ImageDims {
+    pub fn dims(&self) -> ImageShape {
         self.dims
     }
 

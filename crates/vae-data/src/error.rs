@@ -79,9 +79,42 @@ pub enum DataError {
         /// The checksum of the file on disk.
         actual: String,
     },
-    /// An unknown dataset name or a bad setting.
-    #[error("{0}")]
-    Invalid(String),
+    /// A dataset name this crate does not know.
+    #[error("unknown dataset '{name}'; known: {}", .known.join(", "))]
+    UnknownDataset {
+        /// The name asked for.
+        name: String,
+        /// The names that exist.
+        known: Vec<String>,
+    },
+    /// A dataset that is a folder of the user's own files was asked for without one.
+    #[error("{dataset} needs a data directory: a folder of .jpg/.png images")]
+    NeedsDirectory {
+        /// Dataset name.
+        dataset: String,
+    },
+    /// A folder holds no usable images.
+    #[error("{dir}: no training images (.jpg, .jpeg, .png) found")]
+    NoImages {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// A data setting is out of range; `key` is its name in the data options.
+    #[error("data.{key} = {value}: {expected}")]
+    Setting {
+        /// The option's name (`size`, `channels`, `valid_size`, …).
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What it must be.
+        expected: String,
+    },
+    /// An example could not be read from a dataset.
+    #[error("example {index} could not be read")]
+    Unreadable {
+        /// Its index in the dataset.
+        index: usize,
+    },
 }
 
 impl DataError {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use burn::data::dataset::Dataset;
 use rayon::prelude::*;
 
-use crate::batcher::{ImageDims, ImageItem};
+use crate::batcher::{ImageShape, ImageItem};
 use crate::cache::ImageCache;
 use crate::error::{DataError, Result};
 use crate::preprocess::{Preprocess, image_size};
@@ -64,7 +64,7 @@ impl ImageFiles {
     }
 
     /// Shape of each item.
-    pub fn dims(&self) -> ImageDims {
+    pub fn dims(&self) -> ImageShape {
         self.preprocess.dims()
     }
 

@@ -100,10 +100,9 @@ impl ImageFolderSplits {
             train.truncate(n);
         }
         if train.is_empty() {
-            return Err(DataError::Invalid(format!(
-                "{}: no training images (.jpg, .jpeg, .png) found",
-                dir.display()
-            )));
+            return Err(DataError::NoImages {
+                dir: dir.to_path_buf(),
+            });
         }
         let p = &options.preprocess;
         let build = |paths: Vec<PathBuf>, name: &str| match &options.cache_dir {

@@ -10,12 +10,14 @@
 //! * any folder of images ([`ImageFolderSplits`]);
 //! * burn [`Dataset`](burn::data::dataset::Dataset)s of [`ImageItem`] and the [`ImageBatcher`]
 //!   that stacks them into `[N, C·H·W]` tensors in [0, 1];
-//! * [`locate`]: `--data-dir`, then `$VAE_DATA_DIR/<name>`, then a system copy, then a
+//! * [`load_dataset`]: any of them by name in one call, with [`DataOptions`];
+//! * [`locate`]: an explicit directory, then `$VAE_DATA_DIR/<name>`, then a system copy, then a
 //!   verified, resumable download from the [`registry`] of official URLs and SHA-256 sums.
 //!
 //! This crate stands beside the model crates: it knows nothing of VAEs.
 
 mod batcher;
+mod by_name;
 mod cache;
 mod celeba;
 pub mod download;
@@ -29,7 +31,10 @@ mod pixels;
 mod preprocess;
 pub mod registry;
 
-pub use batcher::{ImageBatch, ImageBatcher, ImageDims, ImageItem};
+pub use batcher::{ImageBatch, ImageBatcher, ImageItem, ImageShape};
+pub use by_name::{
+    DataHealth, DataOptions, DataSplits, IMAGE_FOLDER, dataset_names, load_dataset,
+};
 pub use cache::ImageCache;
 pub use celeba::{CelebaAttributes, CelebaOptions, CelebaSplits, read_attributes, read_partition};
 pub use download::Downloader;

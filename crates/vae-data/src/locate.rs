@@ -81,10 +81,10 @@ pub fn locate(
     downloader: Option<&Downloader>,
 ) -> Result<Located> {
     let entry = lookup(name).ok_or_else(|| {
-        DataError::Invalid(format!(
-            "unknown dataset '{name}'; known: {}",
-            dataset_names().join(", ")
-        ))
+        DataError::UnknownDataset {
+            name: name.to_string(),
+            known: dataset_names(),
+        }
     })?;
     let mut candidates: Vec<(PathBuf, Origin)> = Vec::new();
     if let Some(dir) = explicit {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use burn::data::dataset::Dataset;
 use serde::{Deserialize, Serialize};
 
-use crate::batcher::{ImageDims, ImageItem};
+use crate::batcher::{ImageShape, ImageItem};
 use crate::error::{DataError, Result};
 use crate::idx::{IdxImages, IdxLabels};
 use crate::pixels::{PixelMode, PixelTransform};
@@ -127,8 +127,8 @@ impl IdxDataset {
     }
 
     /// Image shape (one channel).
-    pub fn dims(&self) -> ImageDims {
-        ImageDims {
+    pub fn dims(&self) -> ImageShape {
+        ImageShape {
             channels: 1,
             height: self.images.rows,
             width: self.images.cols,
@@ -249,12 +249,15 @@ impl IdxSplits {
             });
         }
         if options.valid_size >= train_images.count {
-            return Err(DataError::Invalid(format!(
-                "valid_size {} leaves no training examples: {} has {} images",
-                options.valid_size,
-                train_images.path.display(),
-                train_images.count
-            )));
+            return Err(DataError::Setting {
+                key: "valid_size",
+                value: options.valid_size.to_string(),
+                expected: format!(
+                    "must be smaller than the {} images of {}, or no training examples are left",
+                    train_images.count,
+                    train_images.path.display()
+                ),
+            });
         }
         let split_at = train_images.count - options.valid_size;
         let total = train_images.count;

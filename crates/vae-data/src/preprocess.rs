@@ -5,7 +5,7 @@ use std::path::Path;
 use image::imageops::FilterType;
 use serde::{Deserialize, Serialize};
 
-use crate::batcher::ImageDims;
+use crate::batcher::ImageShape;
 use crate::error::{DataError, Result};
 
 /// Centre crop to a square, then resize, as the CelebA VAE literature does (crop 148, resize
@@ -41,8 +41,8 @@ impl Preprocess {
     }
 
     /// The shape of a preprocessed image.
-    pub fn dims(&self) -> ImageDims {
-        ImageDims {
+    pub fn dims(&self) -> ImageShape {
+        ImageShape {
             channels: self.channels as usize,
             height: self.size as usize,
             width: self.size as usize,
@@ -51,10 +51,23 @@ impl Preprocess {
 
     /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
-        if self.size == 0 || self.crop == Some(0) || !matches!(self.channels, 1 | 3) {
-            return Err(DataError::Invalid(format!(
-                "preprocessing needs size ≥ 1, crop ≥ 1 and 1 or 3 channels, got {self:?}"
-            )));
+        let bad = |key, value: String, expected: &str| DataError::Setting {
+            key,
+            value,
+            expected: expected.to_string(),
+        };
+        if self.size == 0 {
+            return Err(bad("size", "0".into(), "the output side must be ≥ 1"));
+        }
+        if self.crop == Some(0) {
+            return Err(bad("crop", "0".into(), "a crop side must be ≥ 1"));
+        }
+        if !matches!(self.channels, 1 | 3) {
+            return Err(bad(
+                "channels",
+                self.channels.to_string(),
+                "must be 1 (grey) or 3 (RGB)",
+            ));
         }
         Ok(())
     }

@@ -1,44 +1,23 @@
 //! Choosing an architecture from configuration.
 
-use burn::config::Config;
 use serde::{Deserialize, Serialize};
 
 use crate::conv::ConvVaeConfig;
 use crate::mlp::MlpVaeConfig;
 
-/// The shape of one image: channels × height × width.
-#[derive(Config, Debug, PartialEq, Eq)]
-pub struct ImageShape {
-    /// 1 for grey-scale, 3 for RGB.
-    pub channels: usize,
-    /// Rows.
-    pub height: usize,
-    /// Columns.
-    pub width: usize,
-}
+pub use vae_core::ImageShape;
 
-impl ImageShape {
-    /// C · H · W, the flattened size D.
-    pub fn num_values(&self) -> usize {
-        self.channels * self.height * self.width
+/// Checks `shape` is square with a power-of-two side ≥ 16 and one or more channels (what the
+/// convolutional models need).
+pub(crate) fn validate_square_power_of_two(shape: &ImageShape) -> Result<(), ArchitectureError> {
+    if shape.channels == 0
+        || shape.height != shape.width
+        || shape.height < 16
+        || !shape.height.is_power_of_two()
+    {
+        return Err(ArchitectureError::ImageShape(*shape));
     }
-
-    /// The side of a square image (the height).
-    pub fn side(&self) -> usize {
-        self.height
-    }
-
-    /// Checks the shape is square with a power-of-two side ≥ 16 and 1 or more channels.
-    pub fn validate_square_power_of_two(&self) -> Result<(), ArchitectureError> {
-        if self.channels == 0
-            || self.height != self.width
-            || self.height < 16
-            || !self.height.is_power_of_two()
-        {
-            return Err(ArchitectureError::ImageShape(self.clone()));
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// A configuration that cannot be built.
@@ -72,9 +51,20 @@ pub enum ArchitectureError {
         /// What the data provides.
         actual: usize,
     },
-    /// A bad likelihood setting.
-    #[error("{0}")]
-    Likelihood(String),
+    /// A model setting is out of range (custom model specs report theirs here too).
+    #[error("model.{key}: {expected}")]
+    Setting {
+        /// The key under `model` in a run's configuration.
+        key: String,
+        /// What it must be.
+        expected: String,
+    },
+    /// A fixed Gaussian σ that is not a positive finite number.
+    #[error("likelihood: a fixed sigma (σ) must be a finite positive number, got {sigma}")]
+    FixedSigma {
+        /// The σ given.
+        sigma: f64,
+    },
 }
 
 /// The built-in architectures, as a configuration value: `{ kind = "mlp", … }` or
@@ -108,17 +98,7 @@ impl Architecture {
     /// Checks that the configuration can be built, and (with `data_dim`) that it fits the data.
     pub fn validate(&self, data_dim: Option<usize>) -> Result<(), ArchitectureError> {
         match self {
-            Self::Mlp(c) => {
-                if c.input_dim == 0 || c.hidden.contains(&0) {
-                    return Err(ArchitectureError::Channels(c.hidden.clone()));
-                }
-                if c.latent_dim == 0 {
-                    return Err(ArchitectureError::LatentDim);
-                }
-                c.likelihood
-                    .validate()
-                    .map_err(ArchitectureError::Likelihood)?;
-            }
+            Self::Mlp(c) => c.validate()?,
             Self::Conv(c) => c.validate()?,
         }
         match data_dim {

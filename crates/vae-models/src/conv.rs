@@ -9,7 +9,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use vae_core::DiagonalGaussian;
 
 use crate::activation::leaky_relu;
-use crate::architecture::{ArchitectureError, ImageShape};
+use crate::architecture::{ArchitectureError, ImageShape, validate_square_power_of_two};
 use crate::batch_norm::batch_norm;
 use crate::conv_ops;
 use crate::decoder::Decoder;
@@ -133,7 +133,7 @@ pub struct ConvEncoder<B: Backend> {
 impl ConvEncoderConfig {
     /// Side length after all downsampling blocks.
     fn final_side(&self) -> usize {
-        self.image.side() >> self.channels.len()
+        self.image.height >> self.channels.len()
     }
 
     /// Checks the image shape against the number of blocks.
@@ -141,19 +141,17 @@ impl ConvEncoderConfig {
         validate_conv(&self.image, &self.channels, self.latent_dim)
     }
 
-    /// Builds the encoder.
-    ///
-    /// # Panics
-    /// If [`validate`](Self::validate) fails.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> ConvEncoder<B> {
-        if let Err(e) = self.validate() {
-            panic!("ConvEncoderConfig: {e}");
-        }
+    /// Builds the encoder, or says why this configuration cannot be built.
+    pub fn try_init<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> Result<ConvEncoder<B>, ArchitectureError> {
+        self.validate()?;
         let widths: Vec<usize> = std::iter::once(self.image.channels)
             .chain(self.channels.iter().copied())
             .collect();
         let side = self.final_side();
-        ConvEncoder {
+        Ok(ConvEncoder {
             blocks: widths
                 .windows(2)
                 .map(|w| DownBlock::new(w[0], w[1], device))
@@ -164,9 +162,18 @@ impl ConvEncoderConfig {
             )
             .init(device),
             channels: self.image.channels,
-            side: self.image.side(),
+            side: self.image.height,
             latent_dim: self.latent_dim,
-        }
+        })
+    }
+
+    /// Builds the encoder (burn's `init` convention).
+    ///
+    /// # Panics
+    /// If [`validate`](Self::validate) fails; [`try_init`](Self::try_init) returns the error.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ConvEncoder<B> {
+        self.try_init(device)
+            .unwrap_or_else(|e| panic!("ConvEncoderConfig: {e}"))
     }
 }
 
@@ -218,21 +225,17 @@ impl ConvDecoderConfig {
     /// Checks the image shape against the number of blocks.
     pub fn validate(&self) -> Result<(), ArchitectureError> {
         validate_conv(&self.image, &self.channels, self.latent_dim)?;
-        self.likelihood
-            .validate()
-            .map_err(ArchitectureError::Likelihood)
+        self.likelihood.validate()
     }
 
-    /// Builds the decoder.
-    ///
-    /// # Panics
-    /// If [`validate`](Self::validate) fails.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> ConvDecoder<B> {
-        if let Err(e) = self.validate() {
-            panic!("ConvDecoderConfig: {e}");
-        }
+    /// Builds the decoder, or says why this configuration cannot be built.
+    pub fn try_init<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> Result<ConvDecoder<B>, ArchitectureError> {
+        self.validate()?;
         let top = *self.channels.last().unwrap();
-        let side = self.image.side() >> self.channels.len();
+        let side = self.image.height >> self.channels.len();
         // Reversed widths, ending with the first width again: one upsampling per encoder block.
         let widths: Vec<usize> = self
             .channels
@@ -241,7 +244,7 @@ impl ConvDecoderConfig {
             .copied()
             .chain(std::iter::once(self.channels[0]))
             .collect();
-        ConvDecoder {
+        Ok(ConvDecoder {
             input: LinearConfig::new(self.latent_dim, top * side * side).init(device),
             blocks: widths
                 .windows(2)
@@ -254,7 +257,16 @@ impl ConvDecoderConfig {
             top_channels: top,
             top_side: side,
             data_dim: self.image.num_values(),
-        }
+        })
+    }
+
+    /// Builds the decoder (burn's `init` convention).
+    ///
+    /// # Panics
+    /// If [`validate`](Self::validate) fails; [`try_init`](Self::try_init) returns the error.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ConvDecoder<B> {
+        self.try_init(device)
+            .unwrap_or_else(|e| panic!("ConvDecoderConfig: {e}"))
     }
 }
 
@@ -284,16 +296,16 @@ fn validate_conv(
     channels: &[usize],
     latent_dim: usize,
 ) -> Result<(), ArchitectureError> {
-    image.validate_square_power_of_two()?;
+    validate_square_power_of_two(image)?;
     if channels.is_empty() || channels.contains(&0) {
         return Err(ArchitectureError::Channels(channels.to_vec()));
     }
     if latent_dim == 0 {
         return Err(ArchitectureError::LatentDim);
     }
-    if image.side() >> channels.len() == 0 {
+    if image.height >> channels.len() == 0 {
         return Err(ArchitectureError::TooManyBlocks {
-            side: image.side(),
+            side: image.height,
             blocks: channels.len(),
         });
     }
@@ -324,12 +336,12 @@ impl ConvVaeConfig {
 
     /// The encoder half.
     pub fn encoder(&self) -> ConvEncoderConfig {
-        ConvEncoderConfig::new(self.image.clone(), self.channels.clone(), self.latent_dim)
+        ConvEncoderConfig::new(self.image, self.channels.clone(), self.latent_dim)
     }
 
     /// The decoder half.
     pub fn decoder(&self) -> ConvDecoderConfig {
-        ConvDecoderConfig::new(self.image.clone(), self.channels.clone(), self.latent_dim)
+        ConvDecoderConfig::new(self.image, self.channels.clone(), self.latent_dim)
             .with_likelihood(self.likelihood)
     }
 
@@ -338,11 +350,23 @@ impl ConvVaeConfig {
         self.decoder().validate()
     }
 
-    /// Builds the VAE.
+    /// Builds the VAE, or says why this configuration cannot be built.
+    pub fn try_init<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> Result<Vae<B, ConvEncoder<B>, ConvDecoder<B>>, ArchitectureError> {
+        Ok(Vae::new(
+            self.encoder().try_init(device)?,
+            self.decoder().try_init(device)?,
+        ))
+    }
+
+    /// Builds the VAE (burn's `init` convention).
     ///
     /// # Panics
-    /// If [`validate`](Self::validate) fails.
+    /// If [`validate`](Self::validate) fails; [`try_init`](Self::try_init) returns the error.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Vae<B, ConvEncoder<B>, ConvDecoder<B>> {
-        Vae::new(self.encoder().init(device), self.decoder().init(device))
+        self.try_init(device)
+            .unwrap_or_else(|e| panic!("ConvVaeConfig: {e}"))
     }
 }

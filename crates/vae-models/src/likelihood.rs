@@ -5,6 +5,8 @@ use burn::tensor::{Tensor, activation::sigmoid, backend::Backend};
 use serde::{Deserialize, Serialize};
 use vae_core::{Bernoulli, ContinuousBernoulli, Gaussian, ObservationModel};
 
+use crate::architecture::ArchitectureError;
+
 /// The observation model p(x|z) a decoder parameterises, for data in [0, 1].
 ///
 /// Serialised with a `kind` tag, e.g. `{ kind = "bernoulli" }` or
@@ -47,13 +49,13 @@ const INITIAL_LOG_SCALE: f64 = -std::f64::consts::LN_10;
 
 impl Likelihood {
     /// Checks parameters (a fixed σ must be positive and finite).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ArchitectureError> {
         match self {
             Self::Gaussian {
                 scale: GaussianScale::Fixed { sigma },
-            } if !(sigma.is_finite() && *sigma > 0.0) => Err(format!(
-                "likelihood.scale.fixed.sigma must be positive and finite, got {sigma}"
-            )),
+            } if !(sigma.is_finite() && *sigma > 0.0) => {
+                Err(ArchitectureError::FixedSigma { sigma: *sigma })
+            }
             _ => Ok(()),
         }
     }

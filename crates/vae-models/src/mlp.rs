@@ -10,6 +10,7 @@ use crate::activation::Activation;
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::likelihood::{DecodedLikelihood, Likelihood, LikelihoodHead};
+use crate::architecture::ArchitectureError;
 use crate::vae::Vae;
 
 /// An MLP encoder: `input_dim → hidden[0] → … → hidden[k−1] → (μ, ln σ²) ∈ ℝ^latent_dim`.
@@ -186,8 +187,39 @@ impl MlpVaeConfig {
             .with_likelihood(self.likelihood)
     }
 
-    /// Builds the VAE.
+    /// Checks the configuration: positive widths, a latent space, a valid likelihood.
+    pub fn validate(&self) -> Result<(), ArchitectureError> {
+        if self.input_dim == 0 || self.hidden.contains(&0) {
+            return Err(ArchitectureError::Channels(
+                std::iter::once(self.input_dim)
+                    .chain(self.hidden.iter().copied())
+                    .collect(),
+            ));
+        }
+        if self.latent_dim == 0 {
+            return Err(ArchitectureError::LatentDim);
+        }
+        self.likelihood.validate()
+    }
+
+    /// Builds the VAE, or says why this configuration cannot be built.
+    pub fn try_init<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> Result<Vae<B, MlpEncoder<B>, MlpDecoder<B>>, ArchitectureError> {
+        self.validate()?;
+        Ok(Vae::new(
+            self.encoder().init(device),
+            self.decoder().init(device),
+        ))
+    }
+
+    /// Builds the VAE (burn's `init` convention).
+    ///
+    /// # Panics
+    /// If [`validate`](Self::validate) fails; [`try_init`](Self::try_init) returns the error.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Vae<B, MlpEncoder<B>, MlpDecoder<B>> {
-        Vae::new(self.encoder().init(device), self.decoder().init(device))
+        self.try_init(device)
+            .unwrap_or_else(|e| panic!("MlpVaeConfig: {e}"))
     }
 }

@@ -42,6 +42,20 @@ pub struct FusedAdamConfig {
 }
 
 impl FusedAdamConfig {
+    /// The update rule itself (what [`init`](Self::init) wraps for a module).
+    pub fn build(&self) -> FusedAdam {
+        FusedAdam {
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            epsilon: self.epsilon,
+            generic: AdamConfig::new()
+                .with_beta_1(self.beta_1)
+                .with_beta_2(self.beta_2)
+                .with_epsilon(self.epsilon)
+                .build(),
+        }
+    }
+
     /// The optimizer, for the parameters of modules of type `M`.
     pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(
         &self,

@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::data::dataset::Dataset;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use image::{GrayImage, RgbImage};
-use vae_data::{ImageDims, ImageItem};
+use vae_data::{ImageShape, ImageItem};
 use vae_models::{Decoder, Encoder, Vae};
 
 use crate::error::TrainError;
@@ -19,7 +19,7 @@ use crate::renderer::History;
 pub fn save_grid(
     path: &Path,
     images: &[Vec<f32>],
-    dims: ImageDims,
+    dims: ImageShape,
     cols: usize,
 ) -> Result<(), TrainError> {
     let (c, h, w) = (dims.channels, dims.height, dims.width);
@@ -124,14 +124,14 @@ fn latents<B: Backend>(values: Vec<f32>, l: usize, device: &B::Device) -> Tensor
 pub fn write_model_pictures<B: Backend, E: Encoder<B>, D: Decoder<B>>(
     vae: &Vae<B, E, D>,
     data: &dyn Dataset<ImageItem>,
-    dims: ImageDims,
+    dims: ImageShape,
     dir: &Path,
     device: &B::Device,
 ) -> Result<(), TrainError> {
     let l = vae.latent_dim();
     let x = batches::<B>(data, 16.min(data.len()), device)
         .next()
-        .ok_or_else(|| TrainError::Config("no examples to draw".into()))??
+        .ok_or(TrainError::EmptySplit { split: "test" })??
         .images;
     let n = x.dims()[0];
 
@@ -249,11 +249,11 @@ pub fn write_curves(history: &History, path: &Path) -> Result<(), TrainError> {
         ],
     };
     let panels = [
-        panel("-ELBO (nats)", |m| m.neg_elbo_nats),
+        panel("-ELBO (nats)", |m| m.elbo.neg_elbo_nats),
         panel("reconstruction -log p(x|z) (nats)", |m| {
-            -m.log_likelihood_nats
+            -m.elbo.log_likelihood_nats
         }),
-        panel("KL(q(z|x) || p(z)) (nats)", |m| m.kl_nats),
+        panel("KL(q(z|x) || p(z)) (nats)", |m| m.elbo.kl_nats),
     ];
     render(&panels, 420, 300)
         .save(path)

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use vae_core::{ElboObjective, KlEstimator};
 
 use crate::error::TrainError;
+use crate::optimizer::OptimizerConfig;
 
 /// How the learning rate evolves over optimizer steps.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -34,8 +35,11 @@ pub struct TrainingConfig {
     pub epochs: usize,
     /// Examples per optimizer step.
     pub batch_size: usize,
-    /// Adam's base learning rate.
+    /// The optimizer's base learning rate.
     pub learning_rate: f64,
+    /// The optimizer (Adam or AdamW, weight decay, gradient clipping; default: Adam).
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
     /// Learning-rate schedule.
     #[serde(default)]
     pub lr_schedule: LrSchedule,
@@ -69,6 +73,7 @@ impl Default for TrainingConfig {
             epochs: 10,
             batch_size: 128,
             learning_rate: 1e-3,
+            optimizer: OptimizerConfig::default(),
             lr_schedule: LrSchedule::Constant,
             seed: 1,
             latent_samples: 1,
@@ -83,45 +88,49 @@ impl Default for TrainingConfig {
 impl TrainingConfig {
     /// Checks every setting; the error names the offending key.
     pub fn validate(&self) -> Result<(), TrainError> {
-        let bad =
-            |key: &str, why: String| Err(TrainError::Config(format!("training.{key}: {why}")));
-        if self.epochs == 0 {
-            return bad("epochs", "must be ≥ 1".into());
-        }
-        if self.batch_size == 0 {
-            return bad("batch_size", "must be ≥ 1".into());
-        }
+        let at_least_one = |key: &str, value: usize| {
+            if value == 0 {
+                Err(TrainError::setting(format!("training.{key}"), 0, "must be ≥ 1"))
+            } else {
+                Ok(())
+            }
+        };
+        at_least_one("epochs", self.epochs)?;
+        at_least_one("batch_size", self.batch_size)?;
+        at_least_one("latent_samples", self.latent_samples)?;
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad(
-                "learning_rate",
-                format!("must be positive, got {}", self.learning_rate),
-            );
-        }
-        if self.latent_samples == 0 {
-            return bad("latent_samples", "must be ≥ 1".into());
+            return Err(TrainError::setting(
+                "training.learning_rate",
+                self.learning_rate,
+                "must be a finite positive number",
+            ));
         }
         match self.lr_schedule {
             LrSchedule::Cosine { min_lr } if !(min_lr >= 0.0 && min_lr <= self.learning_rate) => {
-                return bad(
-                    "lr_schedule.min_lr",
-                    format!("must be in [0, learning_rate], got {min_lr}"),
-                );
+                return Err(TrainError::setting(
+                    "training.lr_schedule.min_lr",
+                    min_lr,
+                    "must be in [0, training.learning_rate]",
+                ));
             }
-            LrSchedule::Step {
-                every_epochs,
-                gamma,
-            } if every_epochs == 0 || !(gamma > 0.0 && gamma <= 1.0) => {
-                return bad(
-                    "lr_schedule",
-                    format!(
-                        "step needs every_epochs ≥ 1 and gamma in (0, 1], got {every_epochs} and {gamma}"
-                    ),
-                );
+            LrSchedule::Step { every_epochs: 0, .. } => {
+                return Err(TrainError::setting(
+                    "training.lr_schedule.every_epochs",
+                    0,
+                    "must be ≥ 1",
+                ));
+            }
+            LrSchedule::Step { gamma, .. } if !(gamma > 0.0 && gamma <= 1.0) => {
+                return Err(TrainError::setting(
+                    "training.lr_schedule.gamma",
+                    gamma,
+                    "must be in (0, 1]",
+                ));
             }
             _ => {}
         }
-        self.objective
-            .validate()
-            .map_err(|e| TrainError::Config(format!("training.objective: {e}")))
+        self.optimizer.validate()?;
+        self.objective.validate()?;
+        Ok(())
     }
 }

@@ -2,12 +2,29 @@
 
 use std::path::PathBuf;
 
-/// A run could not start, continue or finish.
+/// A run could not start, continue or finish. Every variant names what it is about: the
+/// setting (by its key in `config.toml`), the file, or the run directory.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    /// A setting is invalid; the message names the key.
-    #[error("{0}")]
-    Config(String),
+    /// A setting is out of range.
+    #[error("{key} = {value}: {expected}")]
+    Setting {
+        /// The key, as in `config.toml` (`training.batch_size`, …).
+        key: String,
+        /// The value given.
+        value: String,
+        /// What it must be.
+        expected: String,
+    },
+    /// A split that must hold examples is empty.
+    #[error("the {split} split has no examples")]
+    EmptySplit {
+        /// `train`, `valid` or `test`.
+        split: &'static str,
+    },
+    /// The training objective (β, warm-up, free bits) is invalid.
+    #[error("training.objective: {0}")]
+    Objective(#[from] vae_core::ObjectiveError),
     /// Data could not be loaded.
     #[error(transparent)]
     Data(#[from] vae_data::DataError),
@@ -22,16 +39,56 @@ pub enum TrainError {
     File {
         /// The file.
         path: PathBuf,
-        /// What went wrong.
+        /// What went wrong (the operating system's or the parser's words).
         message: String,
     },
-    /// `--resume` found nothing to resume.
-    #[error("{dir}: nothing to resume: {why}")]
+    /// A directory that should hold a run does not.
+    #[error("{dir}: not a run directory ({missing} is missing)")]
+    NotARun {
+        /// The directory.
+        dir: PathBuf,
+        /// The file that marks a run and is absent.
+        missing: &'static str,
+    },
+    /// A new run was asked for in a directory that already holds one.
+    #[error("{dir} already holds a run (checkpoint of epoch {epoch}); resume it or choose another directory")]
+    RunExists {
+        /// The run directory.
+        dir: PathBuf,
+        /// Its last checkpointed epoch.
+        epoch: usize,
+    },
+    /// A new run was asked for in a directory that holds files that are not a run's.
+    #[error("{dir} is not empty and is not a run directory ({found} found); choose an empty or new directory")]
+    ForeignDirectory {
+        /// The directory.
+        dir: PathBuf,
+        /// One of the entries found there.
+        found: String,
+    },
+    /// Resuming found no complete checkpoint.
+    #[error("{dir}: nothing to resume: no complete checkpoint (checkpoints/checkpoint/latest.json)")]
     NothingToResume {
         /// The run directory.
         dir: PathBuf,
-        /// Why.
-        why: String,
+    },
+    /// Resuming a run that has already trained to its last epoch.
+    #[error("{dir}: already trained to epoch {epoch}; raise training.epochs above {epoch} to continue")]
+    AlreadyTrained {
+        /// The run directory.
+        dir: PathBuf,
+        /// The last epoch trained.
+        epoch: usize,
+    },
+    /// A run directory holds a run of another dataset than the one asked for.
+    #[error("{dir} is a run on {found}, not on {requested}")]
+    OtherDataset {
+        /// The run directory.
+        dir: PathBuf,
+        /// The run's dataset.
+        found: String,
+        /// The dataset asked for.
+        requested: String,
     },
 }
 
@@ -41,6 +98,19 @@ impl TrainError {
         Self::File {
             path: path.into(),
             message: error.to_string(),
+        }
+    }
+
+    /// A [`TrainError::Setting`].
+    pub fn setting(
+        key: impl Into<String>,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
+        Self::Setting {
+            key: key.into(),
+            value: value.to_string(),
+            expected: expected.into(),
         }
     }
 }

@@ -41,16 +41,16 @@ impl BitsPerDim {
 /// Test-set means, nats per example.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestMetrics {
-    /// −ELBO.
-    pub neg_elbo_nats: f64,
-    /// E_q[log p(x|z)].
-    pub log_likelihood_nats: f64,
-    /// KL(q ‖ p).
-    pub kl_nats: f64,
-    /// −ELBO in bits per dimension (see `bits_per_dim_convention`).
-    pub bits_per_dim: f64,
+    /// The test-set means of −ELBO, E_q[log p(x|z)] and KL(q ‖ p), nats per example.
+    #[serde(flatten)]
+    pub elbo: ElboSummary,
+    /// −ELBO in bits per dimension (see `bits_per_dim_convention`); absent when the model's
+    /// likelihood is not one whose convention is known.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bits_per_dim: Option<f64>,
     /// How `bits_per_dim` was computed.
-    pub bits_per_dim_convention: BitsPerDim,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bits_per_dim_convention: Option<BitsPerDim>,
     /// Examples evaluated.
     pub examples: usize,
     /// Importance-sampled log p(x), nats per example (from `eval`).
@@ -76,11 +76,8 @@ pub fn batches<'a, B: Backend>(
             let end = (start + batch_size).min(data.len());
             let items = (start..end)
                 .map(|i| {
-                    data.get(i).ok_or_else(|| {
-                        TrainError::Data(DataError::Invalid(format!(
-                            "example {i} could not be read"
-                        )))
-                    })
+                    data.get(i)
+                        .ok_or(TrainError::Data(DataError::Unreadable { index: i }))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Batcher::<B, ImageItem, ImageBatch<B>>::batch(
@@ -91,12 +88,13 @@ pub fn batches<'a, B: Backend>(
         })
 }
 
-/// The ELBO terms over a whole dataset (single latent sample per example, analytic KL).
+/// The ELBO terms over a whole dataset (single latent sample per example, analytic KL), with
+/// bits per dimension by `bits` when given.
 pub fn evaluate<B: Backend, E: Encoder<B>, D: Decoder<B>>(
     vae: &Vae<B, E, D>,
     data: &dyn Dataset<ImageItem>,
     batch_size: usize,
-    bits: BitsPerDim,
+    bits: Option<BitsPerDim>,
     device: &B::Device,
 ) -> Result<TestMetrics, TrainError> {
     let mut parts = Vec::new();
@@ -105,13 +103,11 @@ pub fn evaluate<B: Backend, E: Encoder<B>, D: Decoder<B>>(
         let n = images.dims()[0];
         parts.push((vae.elbo(images).summary(), n));
     }
-    let summary = ElboSummary::weighted_mean(&parts)
-        .ok_or_else(|| TrainError::Config("the evaluation set is empty".into()))?;
+    let summary =
+        ElboSummary::weighted_mean(&parts).ok_or(TrainError::EmptySplit { split: "test" })?;
     Ok(TestMetrics {
-        neg_elbo_nats: summary.neg_elbo_nats,
-        log_likelihood_nats: summary.log_likelihood_nats,
-        kl_nats: summary.kl_nats,
-        bits_per_dim: bits.convert(summary.neg_elbo_nats, vae.data_dim()),
+        elbo: summary,
+        bits_per_dim: bits.map(|b| b.convert(summary.neg_elbo_nats, vae.data_dim())),
         bits_per_dim_convention: bits,
         examples: parts.iter().map(|(_, n)| n).sum(),
         is_log_px_nats: None,

@@ -15,18 +15,18 @@ use burn::train::renderer::{
 };
 use burn::train::{Interrupter, LearnerSummary};
 use serde::{Deserialize, Serialize};
+use vae_core::ElboSummary;
+
+use crate::strategy::NonFinite;
 
 /// Epoch means of the ELBO terms for one split, nats per example.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     /// Epoch number (from 1).
     pub epoch: usize,
-    /// −ELBO.
-    pub neg_elbo_nats: f64,
-    /// E_q[log p(x|z)].
-    pub log_likelihood_nats: f64,
-    /// KL(q ‖ p).
-    pub kl_nats: f64,
+    /// The epoch means of −ELBO, E_q[log p(x|z)] and KL(q ‖ p), nats per example.
+    #[serde(flatten)]
+    pub elbo: ElboSummary,
     /// Examples seen.
     pub examples: usize,
     /// Wall time of the split's pass, seconds.
@@ -45,7 +45,7 @@ pub struct History {
 /// Shared between the training loop, the renderer and a Ctrl-C handler: why a run stops.
 pub struct RunControl {
     interrupter: Interrupter,
-    non_finite: Mutex<Option<String>>,
+    non_finite: Mutex<Option<NonFinite>>,
     user_stop: AtomicBool,
 }
 
@@ -70,18 +70,18 @@ impl RunControl {
         self.user_stop.load(Ordering::SeqCst)
     }
 
-    /// Records a NaN / ∞ and stops the run; the message says where.
-    pub fn report_non_finite(&self, message: String) {
+    /// Records a NaN / ∞ and stops the run (the first report is kept).
+    pub fn report_non_finite(&self, report: NonFinite) {
         if let Ok(mut slot) = self.non_finite.lock()
             && slot.is_none()
         {
-            *slot = Some(message);
+            *slot = Some(report);
             self.interrupter.stop(Some("non-finite loss"));
         }
     }
 
     /// The NaN / ∞ report, if any.
-    pub fn non_finite(&self) -> Option<String> {
+    pub fn non_finite(&self) -> Option<NonFinite> {
         self.non_finite.lock().ok().and_then(|s| s.clone())
     }
 
@@ -172,12 +172,13 @@ impl EpochRenderer {
             .cloned()
             .unwrap_or_default();
         if !v.is_finite() {
-            let split = self.split.map_or("?", Split::name);
-            self.control.report_non_finite(format!(
-                "{name} = {v} in {split} epoch {} after {} examples",
-                self.epoch.items_processed + usize::from(self.epoch.items_processed == 0),
-                self.progress.as_ref().map_or(0, |p| p.items_processed)
-            ));
+            self.control.report_non_finite(NonFinite {
+                metric: name.clone(),
+                value: v,
+                split: self.split.map_or("train", Split::name),
+                epoch: self.epoch.items_processed + usize::from(self.epoch.items_processed == 0),
+                examples: self.progress.as_ref().map_or(0, |p| p.items_processed),
+            });
         }
         let slot = self.sums.entry(name).or_insert((0.0, 0));
         slot.0 += v * n as f64;
@@ -197,12 +198,14 @@ impl EpochRenderer {
         if self.sums.is_empty() {
             return;
         }
-        let (neg_elbo, examples) = self.mean("neg_elbo_nats");
+        let (neg_elbo_nats, examples) = self.mean("neg_elbo_nats");
         let metrics = EpochMetrics {
             epoch: self.epoch.items_processed,
-            neg_elbo_nats: neg_elbo,
-            log_likelihood_nats: self.mean("log_likelihood_nats").0,
-            kl_nats: self.mean("kl_nats").0,
+            elbo: ElboSummary {
+                neg_elbo_nats,
+                log_likelihood_nats: self.mean("log_likelihood_nats").0,
+                kl_nats: self.mean("kl_nats").0,
+            },
             examples,
             seconds: self.started.elapsed().as_secs_f64(),
         };
@@ -215,9 +218,9 @@ impl EpochRenderer {
             metrics.epoch,
             self.epoch.items_total,
             split.name(),
-            metrics.neg_elbo_nats,
-            metrics.log_likelihood_nats,
-            metrics.kl_nats,
+            metrics.elbo.neg_elbo_nats,
+            metrics.elbo.log_likelihood_nats,
+            metrics.elbo.kl_nats,
             examples,
             rate
         );

@@ -26,9 +26,9 @@ impl SplitCurves {
     fn from_epochs(epochs: &[EpochMetrics]) -> Self {
         Self {
             epoch: epochs.iter().map(|m| m.epoch).collect(),
-            neg_elbo_nats: epochs.iter().map(|m| m.neg_elbo_nats).collect(),
-            log_likelihood_nats: epochs.iter().map(|m| m.log_likelihood_nats).collect(),
-            kl_nats: epochs.iter().map(|m| m.kl_nats).collect(),
+            neg_elbo_nats: epochs.iter().map(|m| m.elbo.neg_elbo_nats).collect(),
+            log_likelihood_nats: epochs.iter().map(|m| m.elbo.log_likelihood_nats).collect(),
+            kl_nats: epochs.iter().map(|m| m.elbo.kl_nats).collect(),
         }
     }
 }

@@ -1,249 +1,326 @@
-//! Training a VAE end to end with burn-train: data loaders, learner, metrics, checkpoints,
-//! resume.
+//! Runs as a library: train a [`ModelSpec`] into a [`RunDir`] (checkpoints, resume, test
+//! evaluation, weights, pictures, `metrics.json`), then evaluate it or sample from it — for
+//! the built-in architectures and for your own models alike.
 
-use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
 use burn::module::AutodiffModule;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::AutodiffBackend;
-use burn::train::checkpoint::KeepLastNCheckpoints;
-use burn::train::metric::store::{Aggregate, Direction, Split};
-use burn::train::{
-    Learner, MetricEarlyStoppingStrategy, StoppingCondition, SupervisedTraining, TrainingStrategy,
-};
-use vae_data::{ImageBatch, ImageBatcher, ImageItem};
-use vae_models::{TrainableDecoder, TrainableEncoder, Vae};
+use vae_core::{ImageShape, ImportanceSampling};
+use vae_data::{DataSplits, ImageItem, load_dataset};
+use vae_models::{TrainableDecoder, TrainableEncoder, Vae, persist};
 
-use crate::adam::FusedAdamConfig;
-use crate::checkpoint::{CheckpointMarker, checkpoints_dir};
-use crate::config::TrainingConfig;
+use crate::artifacts;
 use crate::error::TrainError;
-use crate::metrics::{Kl, LogLikelihood, NegElbo, TermMetric};
-use crate::renderer::{EpochRenderer, History, RunControl};
-use crate::schedule::Scheduler;
-use crate::step::TrainableVae;
-use crate::strategy::{DataHealth, LoopOutcome, StopReason, VaeStrategy};
+use crate::evaluate::{self, BitsPerDim, Prefix, TestMetrics};
+use crate::renderer::{History, RunControl};
+use crate::report::RunMetrics;
+use crate::run_dir::{RunConfig, RunDir, RunInfo};
+use crate::spec::{ModelSpec, ModelVisitor};
+use crate::strategy::{LoopOutcome, StopReason};
+use crate::trainer::Trainer;
 
-/// Everything a training run needs.
-pub struct TrainRequest<B: AutodiffBackend, E, D>
-where
-    E: burn::module::Module<B>,
-    D: burn::module::Module<B>,
-{
-    /// The training device.
-    pub device: B::Device,
-    /// The model, freshly initialised (its weights are replaced when resuming).
-    pub model: Vae<B, E, D>,
-    /// Training examples.
-    pub train: Arc<dyn Dataset<ImageItem>>,
-    /// Validation examples.
-    pub valid: Arc<dyn Dataset<ImageItem>>,
-    /// Settings.
-    pub config: TrainingConfig,
-    /// The run directory.
-    pub run_dir: PathBuf,
-    /// Continue from the run directory's last complete checkpoint.
+/// How [`train_run`] trains, besides the run's configuration.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Continue the run from its last complete checkpoint.
     pub resume: bool,
     /// Stop handle (Ctrl-C) and NaN reporting.
     pub control: Arc<RunControl>,
-    /// Checked after each epoch for data-loading failures.
-    pub data_health: Option<DataHealth>,
+    /// The backend's name, recorded in `run.json` and `metrics.json`.
+    pub backend: String,
 }
 
-/// What a training run produced.
-pub struct TrainResult<M> {
-    /// The model as trained (inference copy).
-    pub model: M,
-    /// Epoch metrics of the whole run, earlier invocations included.
-    pub history: History,
-    /// Why it stopped and the last complete checkpoint.
-    pub outcome: LoopOutcome,
+/// What [`train_run`] did.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// Why training ended and the last complete checkpoint. Only [`StopReason::Finished`] and
+    /// [`StopReason::EarlyStopped`] runs were evaluated and have weights and pictures.
+    pub stopped: LoopOutcome,
     /// The first epoch this invocation trained.
     pub first_epoch: usize,
-    /// Training images per second in this invocation.
-    pub train_images_per_second: f64,
+    /// What `metrics.json` now holds.
+    pub metrics: RunMetrics,
 }
 
-/// The inference model type of a trained `Vae<B, E, D>`.
-pub type TrainedVae<B, E, D> = Vae<
-    <B as AutodiffBackend>::InnerBackend,
-    <E as AutodiffModule<B>>::InnerModule,
-    <D as AutodiffModule<B>>::InnerModule,
->;
-
-fn history_path(run: &std::path::Path) -> PathBuf {
-    checkpoints_dir(run).join("history.json")
+impl RunOutcome {
+    /// Whether training ran to its end (all epochs, or early stopping) and the final outputs
+    /// were written.
+    pub fn finished(&self) -> bool {
+        matches!(
+            self.stopped.stop,
+            StopReason::Finished | StopReason::EarlyStopped(_)
+        )
+    }
 }
 
-/// Trains (or resumes) a VAE; see the crate documentation for what is written where.
-pub fn train<B, E, D>(
-    request: TrainRequest<B, E, D>,
-) -> Result<TrainResult<TrainedVae<B, E, D>>, TrainError>
-where
-    B: AutodiffBackend,
-    E: TrainableEncoder<B>,
-    D: TrainableDecoder<B>,
-{
-    let TrainRequest {
-        device,
-        model,
-        train,
-        valid,
-        config,
-        run_dir,
-        resume,
-        control,
-        data_health,
-    } = request;
+/// The data of a run, found again where it was trained (`run.json`) with its options.
+pub fn load_run_data<S: ModelSpec>(
+    run: &RunDir,
+    config: &RunConfig<S>,
+    progress: bool,
+) -> Result<DataSplits, TrainError> {
+    let info = run.read_info()?;
+    Ok(load_dataset(
+        &config.dataset,
+        Some(&info.data_dir),
+        &config.data,
+        progress,
+    )?)
+}
+
+/// Trains the run in `run` on `data` with backend `B`: writes `config.toml` and `run.json`,
+/// trains (or resumes) with a checkpoint every epoch, and when training reaches its end
+/// evaluates the test split and writes `model.safetensors`, the pictures and `metrics.json`.
+/// A stopped or diverged run writes `metrics.json` with its curves and keeps its checkpoints.
+///
+/// The backend is seeded with `config.training.seed` before the model is built.
+pub fn train_run<S: ModelSpec, B: AutodiffBackend>(
+    run: &RunDir,
+    config: &RunConfig<S>,
+    data: &DataSplits,
+    device: &B::Device,
+    options: RunOptions,
+) -> Result<RunOutcome, TrainError> {
     config.validate()?;
-    if train.is_empty() || valid.is_empty() {
-        return Err(TrainError::Config(format!(
-            "need training and validation examples, got {} and {}",
-            train.len(),
-            valid.len()
-        )));
+    config.model.validate(data.shape)?;
+    B::seed(device, config.training.seed);
+    run.write_config(config)?;
+    let data_dir = std::path::absolute(&data.dir).unwrap_or_else(|_| data.dir.clone());
+    run.write_info(&RunInfo {
+        data_dir,
+        backend: options.backend.clone(),
+        shape: Some(data.shape),
+    })?;
+    config.model.build::<B, _>(
+        device,
+        TrainVisitor {
+            run,
+            config,
+            data,
+            device,
+            options,
+        },
+    )?
+}
+
+struct TrainVisitor<'a, S, B: AutodiffBackend> {
+    run: &'a RunDir,
+    config: &'a RunConfig<S>,
+    data: &'a DataSplits,
+    device: &'a B::Device,
+    options: RunOptions,
+}
+
+impl<S: ModelSpec, B: AutodiffBackend> ModelVisitor<B> for TrainVisitor<'_, S, B> {
+    type Output = Result<RunOutcome, TrainError>;
+
+    fn visit<E: TrainableEncoder<B>, D: TrainableDecoder<B>>(
+        self,
+        model: Vae<B, E, D>,
+    ) -> Self::Output {
+        let Self {
+            run,
+            config,
+            data,
+            device,
+            options,
+        } = self;
+        let mut trainer = Trainer::new(model, device.clone())
+            .data(data.train.clone(), data.valid.clone())
+            .config(config.training.clone())
+            .checkpoints(run.path())
+            .resume(options.resume)
+            .control(options.control.clone());
+        if let Some(health) = &data.health {
+            trainer = trainer.data_health(health.clone());
+        }
+        let result = trainer.fit()?;
+        let mut metrics = RunMetrics::new(
+            &config.dataset,
+            &options.backend,
+            &result.history,
+            result.train_images_per_second,
+            result.outcome.stop.to_string(),
+        );
+        let outcome = |metrics| RunOutcome {
+            stopped: result.outcome.clone(),
+            first_epoch: result.first_epoch,
+            metrics,
+        };
+        if !matches!(
+            result.outcome.stop,
+            StopReason::Finished | StopReason::EarlyStopped(_)
+        ) {
+            run.write_metrics(&metrics)?;
+            return Ok(outcome(metrics));
+        }
+        let model = result.model;
+        let bits = config.model.likelihood().map(BitsPerDim::for_likelihood);
+        let batch = config.training.batch_size.max(256);
+        metrics.test = Some(evaluate::evaluate(
+            &model,
+            data.test.as_ref(),
+            batch,
+            bits,
+            device,
+        )?);
+        persist::save_safetensors(&model, &run.weights_file())?;
+        artifacts::write_model_pictures(&model, data.test.as_ref(), data.shape, run.path(), device)?;
+        write_curves(&result.history, run)?;
+        run.write_metrics(&metrics)?;
+        Ok(outcome(metrics))
     }
-    let checkpoints = checkpoints_dir(&run_dir);
-    let marker = CheckpointMarker::read(&checkpoints.join("checkpoint"))?;
-    let mut history = History::default();
-    let start = match (resume, marker) {
-        (true, None) => {
-            return Err(TrainError::NothingToResume {
-                dir: run_dir,
-                why: "no complete checkpoint (checkpoints/checkpoint/latest.json) was found".into(),
-            });
-        }
-        (true, Some(m)) if m.epoch >= config.epochs => {
-            return Err(TrainError::Config(format!(
-                "{}: already trained to epoch {}; pass --epochs above {} to continue",
-                run_dir.display(),
-                m.epoch,
-                m.epoch
-            )));
-        }
-        (true, Some(m)) => {
-            if let Ok(bytes) = std::fs::read(history_path(&run_dir)) {
-                history = serde_json::from_slice(&bytes).unwrap_or_default();
-            }
-            history.train.retain(|e| e.epoch <= m.epoch);
-            history.valid.retain(|e| e.epoch <= m.epoch);
-            Some(m)
-        }
-        (false, Some(m)) => {
-            return Err(TrainError::Config(format!(
-                "{} already holds a run (checkpoint of epoch {}); pass --resume to continue it or choose another --out",
-                run_dir.display(),
-                m.epoch
-            )));
-        }
-        (false, None) => None,
+}
+
+fn write_curves(history: &History, run: &RunDir) -> Result<(), TrainError> {
+    artifacts::write_curves(history, &run.path().join("curves.png"))
+}
+
+/// What [`evaluate_run`] computes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalOptions {
+    /// K, importance samples per test example for log p(x) (0 = the ELBO terms only).
+    pub importance_samples: usize,
+    /// Evaluate only the first N test examples (0 = all). The full-test-set ELBO written by
+    /// training is then kept, and only log p(x) is added for the N examples.
+    pub limit: usize,
+}
+
+/// Evaluates a trained run on its test split with backend `B`: the ELBO terms and, with
+/// importance samples, log p(x); the result is stored in `metrics.json` and returned.
+pub fn evaluate_run<S: ModelSpec, B: AutodiffBackend>(
+    run: &RunDir,
+    data: &DataSplits,
+    device: &B::Device,
+    options: &EvalOptions,
+) -> Result<TestMetrics, TrainError> {
+    let config: RunConfig<S> = run.read_config()?;
+    B::seed(device, config.training.seed);
+    let test: Arc<dyn Dataset<ImageItem>> = if options.limit > 0 {
+        Arc::new(Prefix::new(data.test.clone(), options.limit))
+    } else {
+        data.test.clone()
     };
-    let first_epoch = start.map_or(1, |m| m.epoch + 1);
-    let steps_done = start.map_or(0, |m| m.optimizer_steps);
+    let subset = config.model.build::<B, _>(
+        device,
+        EvalVisitor {
+            weights: run.weights_file(),
+            test,
+            bits: config.model.likelihood().map(BitsPerDim::for_likelihood),
+            device,
+            options,
+        },
+    )??;
+    let mut metrics = run.read_metrics()?;
+    // A partial evaluation adds log p(x) but keeps the full test-set ELBO written by training.
+    let test_metrics = match (&metrics.test, options.limit > 0) {
+        (Some(full), true) => TestMetrics {
+            is_log_px_nats: subset.is_log_px_nats,
+            importance_samples: subset.importance_samples,
+            is_examples: subset.is_examples,
+            ..full.clone()
+        },
+        _ => subset.clone(),
+    };
+    metrics.test = Some(test_metrics);
+    run.write_metrics(&metrics)?;
+    Ok(subset)
+}
 
-    let batches_per_epoch = train.len().div_ceil(config.batch_size);
-    let trainable = TrainableVae::new(
-        model,
-        config.objective.clone(),
-        config.kl_estimator,
-        config.latent_samples,
-        steps_done,
-    );
-    let steps: Arc<AtomicU64> = trainable.step_counter();
+struct EvalVisitor<'a, B: AutodiffBackend> {
+    weights: PathBuf,
+    test: Arc<dyn Dataset<ImageItem>>,
+    bits: Option<BitsPerDim>,
+    device: &'a B::Device,
+    options: &'a EvalOptions,
+}
 
-    // A different shuffle per resumed segment, the same for the same run and seed.
-    let train_loader: Arc<dyn DataLoader<B, ImageBatch<B>>> = DataLoaderBuilder::new(ImageBatcher)
-        .batch_size(config.batch_size)
-        .shuffle(config.seed.wrapping_add(first_epoch as u64))
-        .num_workers(config.num_workers)
-        .set_device(device.clone())
-        .build(train);
-    let valid_loader: Arc<dyn DataLoader<B::InnerBackend, ImageBatch<B::InnerBackend>>> =
-        DataLoaderBuilder::new(ImageBatcher)
-            .batch_size(config.batch_size)
-            .num_workers(config.num_workers)
-            .set_device(device.clone())
-            .build(valid);
+impl<B: AutodiffBackend> ModelVisitor<B> for EvalVisitor<'_, B> {
+    type Output = Result<TestMetrics, TrainError>;
 
-    let shared_history = Arc::new(Mutex::new(history));
-    let outcome = Arc::new(Mutex::new(None));
-    let strategy = VaeStrategy::new(
-        device.clone(),
-        control.clone(),
-        checkpoints.join("checkpoint"),
-        steps,
-        data_health,
-        outcome.clone(),
-    );
-    let mut training = SupervisedTraining::new(&checkpoints, train_loader, valid_loader)
-        .metrics((
-            TermMetric::<NegElbo>::default(),
-            TermMetric::<LogLikelihood>::default(),
-            TermMetric::<Kl>::default(),
-        ))
-        .with_file_checkpointer(NamedMpkFileRecorder::<FullPrecisionSettings>::new())
-        .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
-        .renderer(EpochRenderer::new(
-            shared_history.clone(),
-            Some(history_path(&run_dir)),
-            control.clone(),
-        ))
-        .with_metric_logger(crate::logger::ResumeAwareLogger::new(
-            &checkpoints,
-            first_epoch,
-        ))
-        .with_application_logger(None)
-        .with_interrupter(control.interrupter().clone())
-        .with_training_strategy(TrainingStrategy::Custom(Arc::new(strategy)))
-        .num_epochs(config.epochs);
-    if config.early_stopping_patience > 0 {
-        training = training.early_stopping(MetricEarlyStoppingStrategy::new(
-            &TermMetric::<NegElbo>::default(),
-            Aggregate::Mean,
-            Direction::Lowest,
-            Split::Valid,
-            StoppingCondition::NoImprovementSince {
-                n_epochs: config.early_stopping_patience,
-            },
-        ));
+    fn visit<E: TrainableEncoder<B>, D: TrainableDecoder<B>>(
+        self,
+        model: Vae<B, E, D>,
+    ) -> Self::Output {
+        let model = persist::load_safetensors(model.valid(), &self.weights)?;
+        let device = self.device;
+        let mut metrics = evaluate::evaluate(&model, self.test.as_ref(), 64, self.bits, device)?;
+        let k = self.options.importance_samples;
+        if k > 0 {
+            let sampling = ImportanceSampling::new()
+                .with_num_samples(k)
+                .with_chunk_size(250.min(k));
+            // Batches small enough that chunk × batch × D decoder outputs fit comfortably.
+            let batch = (4_000_000 / (sampling.chunk_size * model.data_dim()).max(1)).clamp(1, 256);
+            metrics.is_log_px_nats = Some(evaluate::importance_sampled_log_px(
+                &model,
+                self.test.as_ref(),
+                batch,
+                &sampling,
+                device,
+            )?);
+            metrics.importance_samples = Some(k);
+            metrics.is_examples = Some(metrics.examples);
+        }
+        Ok(metrics)
     }
-    if let Some(m) = start {
-        training = training.checkpoint(m.epoch);
-    }
-    let scheduler = Scheduler::new(
-        config.lr_schedule,
-        config.learning_rate,
-        batches_per_epoch,
-        config.epochs,
-    );
-    let optimizer = FusedAdamConfig::new().init::<B, TrainableVae<B, E, D>>();
-    let result = training.launch(Learner::new(trainable, optimizer, scheduler));
+}
 
-    let history = shared_history.lock().map(|h| h.clone()).unwrap_or_default();
-    let outcome = outcome
-        .lock()
-        .ok()
-        .and_then(|o| o.clone())
-        .unwrap_or(LoopOutcome {
-            stop: StopReason::Finished,
-            last_checkpoint: None,
-        });
-    let (examples, seconds) = history
-        .train
-        .iter()
-        .filter(|m| m.epoch >= first_epoch)
-        .fold((0usize, 0.0f64), |(n, s), m| {
-            (n + m.examples, s + m.seconds)
-        });
-    Ok(TrainResult {
-        model: result.model.vae,
-        history,
-        outcome,
-        first_epoch,
-        train_images_per_second: examples as f64 / seconds.max(1e-9),
-    })
+/// Draws `n` samples from a trained run's prior with backend `B` (seeded with `seed`) and
+/// writes them as a PNG grid to `out`.
+pub fn sample_run<S: ModelSpec, B: AutodiffBackend>(
+    run: &RunDir,
+    n: usize,
+    seed: u64,
+    out: &Path,
+    device: &B::Device,
+) -> Result<(), TrainError> {
+    if n == 0 {
+        return Err(TrainError::setting("n", 0, "must be ≥ 1"));
+    }
+    let config: RunConfig<S> = run.read_config()?;
+    let shape = run.read_info()?.shape;
+    B::seed(device, seed);
+    let images = config.model.build::<B, _>(
+        device,
+        SampleVisitor {
+            weights: run.weights_file(),
+            n,
+            device,
+        },
+    )??;
+    let d = images.first().map_or(0, Vec::len);
+    let shape = shape
+        .or_else(|| ImageShape::square_grey(d))
+        .ok_or_else(|| TrainError::setting("model", d, "samples of this size are not an image"))?;
+    let cols = (n as f64).sqrt().ceil() as usize;
+    artifacts::save_grid(out, &images, shape, cols.max(1))
+}
+
+struct SampleVisitor<'a, B: AutodiffBackend> {
+    weights: PathBuf,
+    n: usize,
+    device: &'a B::Device,
+}
+
+impl<B: AutodiffBackend> ModelVisitor<B> for SampleVisitor<'_, B> {
+    type Output = Result<Vec<Vec<f32>>, TrainError>;
+
+    fn visit<E: TrainableEncoder<B>, D: TrainableDecoder<B>>(
+        self,
+        model: Vae<B, E, D>,
+    ) -> Self::Output {
+        let model = persist::load_safetensors(model.valid(), &self.weights)?;
+        let t = model.sample(self.n, self.device);
+        let [rows, d] = t.dims();
+        let flat = t
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("f32 after convert");
+        Ok((0..rows).map(|i| flat[i * d..(i + 1) * d].to_vec()).collect())
+    }
 }

@@ -18,25 +18,92 @@ use burn::train::{
     TrainingModel, ValidLoader,
 };
 
+use vae_data::{DataError, DataHealth};
+
 use crate::checkpoint::CheckpointMarker;
+use crate::error::TrainError;
 use crate::renderer::RunControl;
 
 /// Why training ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum StopReason {
     /// All epochs ran.
     Finished,
     /// Early stopping fired after this epoch.
     EarlyStopped(usize),
-    /// Ctrl-C during this epoch: the state after the current step was checkpointed (under the
-    /// previous epoch's number, so resuming redoes this epoch from that state).
+    /// A stop was requested (Ctrl-C) during this epoch: the state after the current step was
+    /// checkpointed (under the previous epoch's number, so resuming redoes this epoch from
+    /// that state).
     UserStop(usize),
     /// A NaN / ∞ appeared; nothing after the last good checkpoint was saved.
-    NonFinite(String),
-    /// The data loader failed (e.g. an image that no longer decodes).
-    DataError(String),
+    NonFinite(NonFinite),
+    /// The data source failed (e.g. an image that no longer decodes).
+    DataError(Arc<DataError>),
     /// A checkpoint could not be written or read back.
-    CheckpointFailed(String),
+    CheckpointFailed(CheckpointFailure),
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Finished => write!(f, "finished"),
+            Self::EarlyStopped(epoch) => write!(f, "early stopping after epoch {epoch}"),
+            Self::UserStop(epoch) => write!(f, "stopped on request during epoch {epoch}"),
+            Self::NonFinite(what) => write!(f, "diverged: {what}"),
+            Self::DataError(e) => write!(f, "data error: {e}"),
+            Self::CheckpointFailed(e) => write!(f, "checkpointing failed: {e}"),
+        }
+    }
+}
+
+/// Where a NaN or ∞ appeared: a metric's batch value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonFinite {
+    /// The metric (`neg_elbo_nats`, `log_likelihood_nats`, `kl_nats`).
+    pub metric: String,
+    /// Its value (NaN or ±∞).
+    pub value: f64,
+    /// `train` or `valid`.
+    pub split: &'static str,
+    /// The epoch (from 1).
+    pub epoch: usize,
+    /// Examples of the epoch processed when it appeared.
+    pub examples: usize,
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} = {} in {} epoch {} after {} examples",
+            self.metric, self.value, self.split, self.epoch, self.examples
+        )
+    }
+}
+
+/// Why a checkpoint could not be made.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CheckpointFailure {
+    /// The training loop was built without a checkpointer.
+    #[error("no checkpointer configured")]
+    NotConfigured,
+    /// The files were written but could not be read back.
+    #[error("checkpoint of epoch {epoch} could not be read back: {message}")]
+    ReadBack {
+        /// The epoch of the checkpoint.
+        epoch: usize,
+        /// burn's words.
+        message: String,
+    },
+    /// The marker of the checkpoint could not be written.
+    #[error("{0}")]
+    Marker(Arc<TrainError>),
+    /// burn-train interrupted the loop for a reason of its own.
+    #[error("interrupted: {message}")]
+    Interrupted {
+        /// burn-train's words.
+        message: String,
+    },
 }
 
 /// What the loop reports back.
@@ -48,8 +115,6 @@ pub struct LoopOutcome {
     pub last_checkpoint: Option<CheckpointMarker>,
 }
 
-/// A check of the data sources after each epoch (see `ImageFiles::take_error`).
-pub type DataHealth = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// The custom strategy handed to burn-train.
 pub struct VaeStrategy<D> {
@@ -82,8 +147,8 @@ impl<D> VaeStrategy<D> {
         }
     }
 
-    fn data_error(&self) -> Option<String> {
-        self.data_health.as_ref().and_then(|check| check())
+    fn data_error(&self) -> Option<Arc<DataError>> {
+        self.data_health.as_ref().and_then(|check| check()).map(Arc::new)
     }
 }
 
@@ -114,9 +179,9 @@ where
         let mut save = |learner: &Learner<LC>,
                         epoch: usize,
                         complete: bool|
-         -> Result<CheckpointMarker, String> {
+         -> Result<CheckpointMarker, CheckpointFailure> {
             let Some(checkpointer) = checkpointer.as_mut() else {
-                return Err("no checkpointer configured".into());
+                return Err(CheckpointFailure::NotConfigured);
             };
             checkpointer.checkpoint(learner, epoch, &store);
             let reload = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -128,16 +193,19 @@ where
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "unknown error".into());
-                return Err(format!(
-                    "checkpoint of epoch {epoch} could not be read back: {why}"
-                ));
+                return Err(CheckpointFailure::ReadBack {
+                    epoch,
+                    message: why,
+                });
             }
             let marker = CheckpointMarker {
                 epoch,
                 complete,
                 optimizer_steps: self.steps.load(Ordering::Relaxed),
             };
-            marker.write(&self.checkpoints).map_err(|e| e.to_string())?;
+            marker
+                .write(&self.checkpoints)
+                .map_err(|e| CheckpointFailure::Marker(Arc::new(e)))?;
             Ok(marker)
         };
 
@@ -187,11 +255,11 @@ where
                         Err(why) => StopReason::CheckpointFailed(why),
                     };
                 } else {
-                    stop = StopReason::CheckpointFailed(
-                        interrupter
+                    stop = StopReason::CheckpointFailed(CheckpointFailure::Interrupted {
+                        message: interrupter
                             .get_message()
-                            .unwrap_or_else(|| "interrupted".into()),
-                    );
+                            .unwrap_or_else(|| "no reason given".into()),
+                    });
                 }
                 break;
             }

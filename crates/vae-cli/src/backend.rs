@@ -1,0 +1,77 @@
+//! `--backend`: which burn backend a command runs on, chosen once, in one place.
+
+use clap::ValueEnum;
+use vae_train::backend::{BackendChoice, BackendRequest, resolve};
+
+use crate::error::CliError;
+
+/// Where to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// CUDA when compiled in and a GPU answers, else the CPU.
+    Auto,
+    /// The CPU (burn's Flex).
+    Cpu,
+    /// An NVIDIA GPU (needs the `cuda` feature).
+    Cuda,
+}
+
+impl BackendArg {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+        }
+    }
+}
+
+impl From<BackendArg> for BackendRequest {
+    fn from(arg: BackendArg) -> Self {
+        match arg {
+            BackendArg::Auto => Self::Auto,
+            BackendArg::Cpu => Self::Cpu,
+            BackendArg::Cuda => Self::Cuda,
+        }
+    }
+}
+
+/// Resolves `--backend`, printing the choice and why to stderr.
+pub fn choose(request: BackendArg) -> Result<BackendChoice, CliError> {
+    let (choice, why) = resolve(request.into()).map_err(|why| CliError::Backend {
+        backend: request.name(),
+        why,
+    })?;
+    eprintln!("backend: {why}");
+    if choice == BackendChoice::Cuda {
+        eprintln!(
+            "note: the first CUDA run compiles its kernels (NVRTC) and caches them; later runs start fast"
+        );
+    }
+    Ok(choice)
+}
+
+/// Runs `$body` with `$B` bound to the autodiff backend of `$choice` and `$device` to its
+/// device: the one place where a backend type is picked.
+macro_rules! with_backend {
+    ($choice:expr, |$B:ident, $device:ident| $body:expr) => {
+        match $choice {
+            vae_train::backend::BackendChoice::Cpu => {
+                type $B = burn::backend::Autodiff<vae_train::backend::Cpu>;
+                let $device: burn::tensor::Device<$B> = Default::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            vae_train::backend::BackendChoice::Cuda => {
+                type $B = burn::backend::Autodiff<vae_train::backend::Gpu>;
+                let $device = burn::backend::cuda::CudaDevice::new(0);
+                $body
+            }
+            #[cfg(not(feature = "cuda"))]
+            vae_train::backend::BackendChoice::Cuda => {
+                unreachable!("resolve() never picks CUDA without the feature")
+            }
+        }
+    };
+}
+pub(crate) use with_backend;

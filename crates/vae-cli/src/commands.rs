@@ -1,0 +1,414 @@
+//! The commands: `train`, `eval`, `sample`, `data` — parsing and printing only; the work is
+//! vae-train's ([`train_run`], [`evaluate_run`], [`sample_run`]) and vae-data's.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Args, Subcommand};
+use vae_data::{DataOptions, DataRoots, Downloader, load_dataset, locate, verify_dataset};
+use vae_train::strategy::StopReason;
+use vae_train::{
+    EvalOptions, ModelSpec, RunControl, RunDir, RunOptions, evaluate_run, load_run_data,
+    sample_run, train_run,
+};
+
+use crate::backend::{BackendArg, choose, with_backend};
+use crate::error::CliError;
+use crate::settings::{Overrides, Settings, config_env};
+
+/// The run commands, generic over the model specification when executed.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a VAE on a dataset (mnist, fashion-mnist, kmnist, emnist-<split>, celeba, image-folder).
+    Train(TrainArgs),
+    /// Evaluate a run on the test set: ELBO terms and importance-sampled log p(x).
+    Eval(EvalArgs),
+    /// Draw samples from a trained model's prior into a PNG grid.
+    Sample(SampleArgs),
+    /// Locate, download and verify a dataset.
+    Data(DataArgs),
+}
+
+/// `train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The dataset.
+    pub dataset: String,
+    /// A TOML file of settings, layered over the dataset's defaults.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override one setting, e.g. `--set training.objective.beta=4` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Where the dataset is (default: $VAE_DATA_DIR/<name>, a system copy, or a download).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The run directory (default: runs/<dataset>-<timestamp>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Where to train.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendArg,
+    /// Last epoch to train (training.epochs).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Examples per step (training.batch_size).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Seed (training.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Use only the first N training examples (data.limit).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// `eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The run directory.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// K, importance samples per test example.
+    #[arg(long, default_value_t = 5000)]
+    pub importance_samples: usize,
+    /// Evaluate only the first N test examples.
+    #[arg(long, default_value_t = 0)]
+    pub limit: usize,
+    /// Where to evaluate.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendArg,
+}
+
+/// `sample`.
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// The run directory.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Number of samples.
+    #[arg(long, default_value_t = 64)]
+    pub n: usize,
+    /// Output PNG (default: <run>/samples-<n>.png).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seed of the latent draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where to decode.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendArg,
+}
+
+/// `data`.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// The dataset name.
+    pub name: String,
+    /// Where it is or should go.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Runs one command for runs of model specification `S`.
+pub fn execute<S: ModelSpec>(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Train(args) => train::<S>(args),
+        Command::Eval(args) => eval::<S>(args),
+        Command::Sample(args) => sample::<S>(args),
+        Command::Data(args) => data(args),
+    }
+}
+
+fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Ctrl-C asks the run to checkpoint and stop; a second Ctrl-C exits at once.
+fn install_ctrl_c(control: Arc<RunControl>) -> Result<(), CliError> {
+    let pressed = AtomicBool::new(false);
+    ctrlc::set_handler(move || {
+        if pressed.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond Ctrl-C: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\nCtrl-C: finishing the current step, then saving a checkpoint (Ctrl-C again to quit now)"
+        );
+        control.request_stop();
+    })
+    .map_err(|e| CliError::Usage {
+        flag: "Ctrl-C",
+        problem: format!("cannot install the handler: {e}"),
+    })
+}
+
+/// A run that fails before writing anything (data missing, no GPU) leaves no empty directory
+/// behind when this command `created` it; `remove_dir` refuses anything that is not empty.
+fn discard_if_empty<T>(result: Result<T, CliError>, dir: &Path, created: bool) -> Result<T, CliError> {
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir(dir);
+    }
+    result
+}
+
+fn train<S: ModelSpec>(args: TrainArgs) -> Result<(), CliError> {
+    let mut flags = Vec::new();
+    let mut flag = |key: &str, v: Option<String>| {
+        if let Some(v) = v {
+            flags.push((key.to_string(), v));
+        }
+    };
+    flag("training.epochs", args.epochs.map(|v| v.to_string()));
+    flag("training.batch_size", args.batch_size.map(|v| v.to_string()));
+    flag("training.seed", args.seed.map(|v| v.to_string()));
+    flag("data.limit", args.limit.map(|v| v.to_string()));
+    let overrides = Overrides {
+        file: args.config.clone(),
+        env: config_env(),
+        set: args.set.clone(),
+        flags,
+    };
+    let dataset = &args.dataset;
+    let out = match (&args.out, args.resume) {
+        (Some(dir), _) => dir.clone(),
+        (None, true) => {
+            return Err(CliError::Usage {
+                flag: "--resume",
+                problem: "needs --out DIR, the run to continue".into(),
+            });
+        }
+        (None, false) => PathBuf::from("runs").join(format!("{dataset}-{}", timestamp())),
+    };
+    let settings = if args.resume {
+        let saved = Settings::for_run(&out, &overrides)?;
+        if &saved.dataset != dataset {
+            return Err(vae_train::TrainError::OtherDataset {
+                dir: out,
+                found: saved.dataset,
+                requested: dataset.clone(),
+            }
+            .into());
+        }
+        saved
+    } else {
+        Settings::for_dataset(dataset, &overrides)?
+    };
+    let created = !out.exists();
+    let run = if args.resume {
+        RunDir::open(&out)?
+    } else {
+        RunDir::create(&out)?
+    };
+    let prepared = (|| {
+        let choice = choose(args.backend)?;
+        let data_dir = match (&args.data_dir, args.resume) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, true) => Some(run.read_info()?.data_dir),
+            (None, false) => None,
+        };
+        let data = load_dataset(dataset, data_dir.as_deref(), &settings.data, true)?;
+        let config = settings.clone().with_model::<S>(data.shape)?;
+        let control = RunControl::new(burn::train::Interrupter::new());
+        install_ctrl_c(control.clone())?;
+        Ok((choice, data, config, control))
+    })();
+    let (choice, data, config, control) = discard_if_empty(prepared, &out, created)?;
+    println!(
+        "training {} on {}: {} train / {} valid examples, up to epoch {}, run directory {}",
+        config.dataset,
+        choice.name(),
+        data.train.len(),
+        data.valid.len(),
+        config.training.epochs,
+        out.display()
+    );
+    let started = std::time::Instant::now();
+    let options = RunOptions {
+        resume: args.resume,
+        control,
+        backend: choice.name().to_string(),
+    };
+    let outcome = with_backend!(choice, |B, device| train_run::<S, B>(
+        &run, &config, &data, &device, options
+    ))?;
+    let checkpoint = outcome
+        .stopped
+        .last_checkpoint
+        .map_or("none".to_string(), |m| format!("epoch {}", m.epoch));
+    match &outcome.stopped.stop {
+        StopReason::Finished | StopReason::EarlyStopped(_) => {}
+        StopReason::UserStop(epoch) => {
+            println!(
+                "stopped during epoch {epoch}; the state is checkpointed. `--resume --out {}` redoes epoch {epoch} from it",
+                out.display()
+            );
+            return Ok(());
+        }
+        StopReason::NonFinite(_) => {
+            let advice = match outcome.stopped.last_checkpoint {
+                Some(m) => format!(
+                    "The last good checkpoint (epoch {}) is kept in {}; lower training.learning_rate and --resume from it, or start over",
+                    m.epoch,
+                    run.checkpoints_dir().display()
+                ),
+                None => "No checkpoint was written: it diverged in the first epoch; lower training.learning_rate".to_string(),
+            };
+            return Err(CliError::Stopped {
+                reason: outcome.stopped.stop.clone(),
+                advice,
+            });
+        }
+        other => {
+            return Err(CliError::Stopped {
+                reason: other.clone(),
+                advice: format!("The last good checkpoint is {checkpoint}; --resume continues from it"),
+            });
+        }
+    }
+    if let Some(test) = &outcome.metrics.test {
+        println!(
+            "test: neg_elbo_nats={:.3} log_likelihood_nats={:.3} kl_nats={:.3}{} ({} examples)",
+            test.elbo.neg_elbo_nats,
+            test.elbo.log_likelihood_nats,
+            test.elbo.kl_nats,
+            test.bits_per_dim
+                .map_or(String::new(), |b| format!(" bits_per_dim={b:.4}")),
+            test.examples
+        );
+    }
+    println!(
+        "done in {:.1} s ({:.0} training images/s); wrote {}",
+        started.elapsed().as_secs_f64(),
+        outcome.metrics.train_images_per_second,
+        out.display()
+    );
+    Ok(())
+}
+
+fn eval<S: ModelSpec>(args: EvalArgs) -> Result<(), CliError> {
+    if args.importance_samples == 0 {
+        return Err(CliError::Usage {
+            flag: "--importance-samples",
+            problem: "must be ≥ 1".into(),
+        });
+    }
+    let run = RunDir::open(&args.run)?;
+    let config = run.read_config::<S>()?;
+    let data = load_run_data(&run, &config, true)?;
+    let choice = choose(args.backend)?;
+    let options = EvalOptions {
+        importance_samples: args.importance_samples,
+        limit: args.limit,
+    };
+    let started = std::time::Instant::now();
+    let subset = with_backend!(choice, |B, device| evaluate_run::<S, B>(
+        &run, &data, &device, &options
+    ))?;
+    let log_px = subset.is_log_px_nats.unwrap_or(f64::NAN);
+    println!(
+        "test ({} examples): neg_elbo_nats={:.3}, is_log_px_nats={log_px:.3} (K = {}): log p(x) ≥ ELBO by {:.3} nats, in {:.1} s",
+        subset.examples,
+        subset.elbo.neg_elbo_nats,
+        args.importance_samples,
+        log_px + subset.elbo.neg_elbo_nats,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn sample<S: ModelSpec>(args: SampleArgs) -> Result<(), CliError> {
+    if args.n == 0 {
+        return Err(CliError::Usage {
+            flag: "--n",
+            problem: "must be ≥ 1".into(),
+        });
+    }
+    let run = RunDir::open(&args.run)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| run.path().join(format!("samples-{}.png", args.n)));
+    let choice = choose(args.backend)?;
+    with_backend!(choice, |B, device| sample_run::<S, B>(
+        &run, args.n, args.seed, &out, &device
+    ))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// `data <name>`: locate or download, verify checksums, load to check structure.
+fn data(args: DataArgs) -> Result<(), CliError> {
+    let name = args.name.as_str();
+    let options = Settings::for_dataset(name, &Overrides::default())
+        .map(|s| s.data)
+        .unwrap_or_else(|_| DataOptions::default());
+    if name == vae_data::IMAGE_FOLDER {
+        let Some(dir) = &args.data_dir else {
+            return Err(CliError::Usage {
+                flag: "--data-dir",
+                problem: "image-folder needs --data-dir DIR".into(),
+            });
+        };
+        let images = vae_data::list_images(dir)?;
+        println!(
+            "image-folder: {} images under {}",
+            images.len(),
+            dir.display()
+        );
+        return Ok(());
+    }
+    let roots = DataRoots::from_env();
+    let located = locate(
+        name,
+        args.data_dir.as_deref(),
+        &roots,
+        Some(&Downloader::default()),
+    )?;
+    println!("{name}: {} ({:?})", located.dir.display(), located.origin);
+    for path in &located.downloaded {
+        println!("  downloaded {}", path.display());
+    }
+    let report = verify_dataset(&located)?;
+    for path in &report.checksummed {
+        println!("  SHA-256 ok     {}", path.display());
+    }
+    for path in &report.structural_only {
+        println!(
+            "  structure only {} (not byte-identical to the registry's copy)",
+            path.display()
+        );
+    }
+    let data = load_dataset(name, Some(&located.dir), &options, true)?;
+    println!(
+        "  loaded: {} train / {} valid / {} test examples of {}",
+        data.train.len(),
+        data.valid.len(),
+        data.test.len(),
+        data.shape
+    );
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Model specifications: the serialisable configuration a run records, and that rebuilds the
+//! model to resume, evaluate or sample it.
+
+use std::fmt::Debug;
+
+use burn::tensor::backend::AutodiffBackend;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use vae_core::ImageShape;
+use vae_models::{
+    Architecture, ArchitectureError, ConvVaeConfig, GaussianScale, Likelihood, MlpVaeConfig,
+    TrainableDecoder, TrainableEncoder, Vae,
+};
+
+/// A configuration that builds a VAE: the `[model]` table of a run's `config.toml`.
+///
+/// Implement it for your own model's configuration (usually a `#[derive(Config)]` struct) and
+/// the run machinery of this crate — [`crate::train_run`], [`crate::evaluate_run`],
+/// [`crate::sample_run`], and the `vae-cli` command line — works for your model exactly as
+/// for the built-in [`Architecture`]s: run directories, resume, evaluation, pictures.
+///
+/// The model is handed to a [`ModelVisitor`] rather than returned, so that one specification
+/// may build models of different types (an enum of architectures does).
+pub trait ModelSpec: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static {
+    /// Checks, without allocating, that the model can be built and consumes examples of
+    /// `shape` (D = C·H·W values each).
+    fn validate(&self, shape: ImageShape) -> Result<(), ArchitectureError>;
+
+    /// The decoder's observation model, when it is one of the built-in ones: it decides how
+    /// bits per dimension are reported. `None` (the default) reports none.
+    fn likelihood(&self) -> Option<Likelihood> {
+        None
+    }
+
+    /// Builds the model, freshly initialised, on `device` and hands it to `visitor`.
+    fn build<B: AutodiffBackend, V: ModelVisitor<B>>(
+        &self,
+        device: &B::Device,
+        visitor: V,
+    ) -> Result<V::Output, ArchitectureError>;
+
+    /// The model to use for `dataset` (examples of `shape`) when the configuration names none;
+    /// `None` (the default) means the type's `Default`-free caller must supply one.
+    fn preset(dataset: &str, shape: ImageShape) -> Option<Self> {
+        let _ = (dataset, shape);
+        None
+    }
+}
+
+/// What to do with the model a [`ModelSpec`] builds: a generic function over the encoder and
+/// decoder types.
+pub trait ModelVisitor<B: AutodiffBackend> {
+    /// The result.
+    type Output;
+
+    /// Called once with the freshly built model.
+    fn visit<E: TrainableEncoder<B>, D: TrainableDecoder<B>>(
+        self,
+        model: Vae<B, E, D>,
+    ) -> Self::Output;
+}
+
+impl ModelSpec for Architecture {
+    fn validate(&self, shape: ImageShape) -> Result<(), ArchitectureError> {
+        Architecture::validate(self, Some(shape.num_values()))?;
+        match self {
+            Self::Conv(c) if c.image != shape => Err(ArchitectureError::Setting {
+                key: "image".into(),
+                expected: format!("must be the data's shape {shape}, got {}", c.image),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn likelihood(&self) -> Option<Likelihood> {
+        Some(match self {
+            Self::Mlp(c) => c.likelihood,
+            Self::Conv(c) => c.likelihood,
+        })
+    }
+
+    fn build<B: AutodiffBackend, V: ModelVisitor<B>>(
+        &self,
+        device: &B::Device,
+        visitor: V,
+    ) -> Result<V::Output, ArchitectureError> {
+        Ok(match self {
+            Self::Mlp(c) => visitor.visit(c.try_init::<B>(device)?),
+            Self::Conv(c) => visitor.visit(c.try_init::<B>(device)?),
+        })
+    }
+
+    /// Kingma & Welling's MLP (784-400-20, Bernoulli) for grey-scale images, the CelebA
+    /// convolutional VAE (32…512 channels, latent 128, learned Gaussian σ) for 64×64 RGB.
+    fn preset(_dataset: &str, shape: ImageShape) -> Option<Self> {
+        if shape.channels == 1 {
+            return Some(Self::Mlp(MlpVaeConfig::kingma_welling(shape.num_values())));
+        }
+        let celeba = ConvVaeConfig::celeba_64(Likelihood::Gaussian {
+            scale: GaussianScale::LearnedShared,
+        });
+        let conv = ConvVaeConfig::new(shape, celeba.channels, celeba.latent_dim)
+            .with_likelihood(celeba.likelihood);
+        conv.validate().is_ok().then_some(Self::Conv(conv))
+    }
+}

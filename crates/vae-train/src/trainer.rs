@@ -1,0 +1,429 @@
+//! [`Trainer`]: fits any VAE on any data with burn-train, with checkpoints and resume.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use burn::data::dataset::Dataset;
+use burn::module::AutodiffModule;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::checkpoint::KeepLastNCheckpoints;
+use burn::train::metric::store::{Aggregate, Direction, Split};
+use burn::train::{
+    Interrupter, Learner, MetricEarlyStoppingStrategy, StoppingCondition, SupervisedTraining,
+    TrainingStrategy,
+};
+use vae_core::{ElboObjective, KlEstimator};
+use vae_data::{DataHealth, ImageBatch, ImageBatcher, ImageItem};
+use vae_models::{TrainableDecoder, TrainableEncoder, Vae};
+
+use crate::checkpoint::{CheckpointMarker, checkpoints_dir};
+use crate::config::{LrSchedule, TrainingConfig};
+use crate::error::TrainError;
+use crate::metrics::{Kl, LogLikelihood, NegElbo, TermMetric};
+use crate::optimizer::OptimizerConfig;
+use crate::renderer::{EpochRenderer, History, RunControl};
+use crate::schedule::Scheduler;
+use crate::step::TrainableVae;
+use crate::strategy::{LoopOutcome, StopReason, VaeStrategy};
+
+/// The inference model type of a trained `Vae<B, E, D>`.
+pub type TrainedVae<B, E, D> = Vae<
+    <B as AutodiffBackend>::InnerBackend,
+    <E as AutodiffModule<B>>::InnerModule,
+    <D as AutodiffModule<B>>::InnerModule,
+>;
+
+/// What [`Trainer::fit`] produced.
+pub struct TrainResult<M> {
+    /// The model as trained (inference copy).
+    pub model: M,
+    /// Epoch metrics of the whole run, earlier invocations included.
+    pub history: History,
+    /// Why it stopped and the last complete checkpoint.
+    pub outcome: LoopOutcome,
+    /// The first epoch this invocation trained.
+    pub first_epoch: usize,
+    /// Training images per second in this invocation (forward, ELBO, backward, optimizer
+    /// step and data loading).
+    pub train_images_per_second: f64,
+}
+
+/// Trains a [`Vae`] with burn-train: a model and data, then optional settings, then
+/// [`fit`](Self::fit).
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use burn::backend::{Autodiff, Flex};
+/// # use burn::data::dataset::InMemDataset;
+/// # use vae_models::MlpVaeConfig;
+/// # use vae_train::{OptimizerConfig, Trainer};
+/// # use vae_data::ImageItem;
+/// # let (train, valid): (Vec<ImageItem>, Vec<ImageItem>) = (vec![], vec![]);
+/// type B = Autodiff<Flex>;
+/// let device = Default::default();
+/// let model = MlpVaeConfig::kingma_welling(784).init::<B>(&device);
+/// let result = Trainer::new(model, device)
+///     .data(Arc::new(InMemDataset::new(train)), Arc::new(InMemDataset::new(valid)))
+///     .epochs(10)
+///     .optimizer(OptimizerConfig::adamw(1e-4).with_clip_grad_norm(100.0))
+///     .checkpoints("runs/my-run")
+///     .fit()?;
+/// println!("last valid −ELBO: {:?}", result.history.valid.last());
+/// # Ok::<(), vae_train::TrainError>(())
+/// ```
+///
+/// Defaults: [`TrainingConfig::default`] (PyTorch's `examples/vae`: 10 epochs of batch 128,
+/// Adam at 1e-3), checkpoints in a temporary directory removed after training, no stop
+/// handle. Items are [`ImageItem`]s stacked by [`ImageBatcher`] unless
+/// [`data_with`](Self::data_with) gives another item type and batcher.
+pub struct Trainer<B, E, D, I = ImageItem, Bt = ImageBatcher>
+where
+    B: AutodiffBackend,
+    E: burn::module::Module<B>,
+    D: burn::module::Module<B>,
+{
+    model: Vae<B, E, D>,
+    device: B::Device,
+    train: Option<Arc<dyn Dataset<I>>>,
+    valid: Option<Arc<dyn Dataset<I>>>,
+    batcher: Bt,
+    config: TrainingConfig,
+    run_dir: Option<PathBuf>,
+    resume: bool,
+    control: Option<Arc<RunControl>>,
+    data_health: Option<DataHealth>,
+}
+
+impl<B, E, D> Trainer<B, E, D>
+where
+    B: AutodiffBackend,
+    E: TrainableEncoder<B>,
+    D: TrainableDecoder<B>,
+{
+    /// A trainer for `model` (freshly initialised; its weights are replaced when resuming) on
+    /// `device`.
+    pub fn new(model: Vae<B, E, D>, device: B::Device) -> Self {
+        Self {
+            model,
+            device,
+            train: None,
+            valid: None,
+            batcher: ImageBatcher,
+            config: TrainingConfig::default(),
+            run_dir: None,
+            resume: false,
+            control: None,
+            data_health: None,
+        }
+    }
+
+    /// Training and validation examples (8-bit images).
+    pub fn data(
+        mut self,
+        train: Arc<dyn Dataset<ImageItem>>,
+        valid: Arc<dyn Dataset<ImageItem>>,
+    ) -> Self {
+        self.train = Some(train);
+        self.valid = Some(valid);
+        self
+    }
+}
+
+impl<B, E, D, I, Bt> Trainer<B, E, D, I, Bt>
+where
+    B: AutodiffBackend,
+    E: TrainableEncoder<B>,
+    D: TrainableDecoder<B>,
+    I: Send + Sync + Clone + std::fmt::Debug + 'static,
+    Bt: Batcher<B, I, ImageBatch<B>>
+        + Batcher<B::InnerBackend, I, ImageBatch<B::InnerBackend>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    /// Training and validation examples of any item type, with the batcher that stacks them
+    /// into `[N, D]` batches of values the model's likelihood accepts.
+    pub fn data_with<I2, Bt2>(
+        self,
+        train: Arc<dyn Dataset<I2>>,
+        valid: Arc<dyn Dataset<I2>>,
+        batcher: Bt2,
+    ) -> Trainer<B, E, D, I2, Bt2> {
+        Trainer {
+            model: self.model,
+            device: self.device,
+            train: Some(train),
+            valid: Some(valid),
+            batcher,
+            config: self.config,
+            run_dir: self.run_dir,
+            resume: self.resume,
+            control: self.control,
+            data_health: self.data_health,
+        }
+    }
+
+    /// All training settings at once (replaces those set before).
+    pub fn config(mut self, config: TrainingConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The last epoch to train (epochs are numbered from 1).
+    pub fn epochs(mut self, epochs: usize) -> Self {
+        self.config.epochs = epochs;
+        self
+    }
+
+    /// Examples per optimizer step.
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.config.batch_size = batch_size;
+        self
+    }
+
+    /// The base learning rate.
+    pub fn learning_rate(mut self, learning_rate: f64) -> Self {
+        self.config.learning_rate = learning_rate;
+        self
+    }
+
+    /// The optimizer (Adam or AdamW, weight decay, gradient clipping).
+    pub fn optimizer(mut self, optimizer: OptimizerConfig) -> Self {
+        self.config.optimizer = optimizer;
+        self
+    }
+
+    /// The learning-rate schedule.
+    pub fn lr_schedule(mut self, schedule: LrSchedule) -> Self {
+        self.config.lr_schedule = schedule;
+        self
+    }
+
+    /// The training objective (β, KL warm-up, free bits); the metrics always report the true
+    /// ELBO terms.
+    pub fn objective(mut self, objective: ElboObjective) -> Self {
+        self.config.objective = objective;
+        self
+    }
+
+    /// Latent samples per example and the KL estimator of the training ELBO.
+    pub fn estimator(mut self, latent_samples: usize, kl: KlEstimator) -> Self {
+        self.config.latent_samples = latent_samples;
+        self.config.kl_estimator = kl;
+        self
+    }
+
+    /// The shuffling seed (seed the backend yourself for initialisation and latent noise).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = seed;
+        self
+    }
+
+    /// Stop when the validation −ELBO has not improved for `epochs` epochs (0 = never).
+    pub fn early_stopping(mut self, epochs: usize) -> Self {
+        self.config.early_stopping_patience = epochs;
+        self
+    }
+
+    /// Where checkpoints and logs go: `<run_dir>/checkpoints/`. Without it, a temporary
+    /// directory is used and removed after training.
+    pub fn checkpoints(mut self, run_dir: impl Into<PathBuf>) -> Self {
+        self.run_dir = Some(run_dir.into());
+        self
+    }
+
+    /// Continue from the last complete checkpoint in the run directory.
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// The stop handle (Ctrl-C) and NaN reporting shared with the caller.
+    pub fn control(mut self, control: Arc<RunControl>) -> Self {
+        self.control = Some(control);
+        self
+    }
+
+    /// A check of lazily decoded data run after each epoch (a failure stops the run).
+    pub fn data_health(mut self, health: DataHealth) -> Self {
+        self.data_health = Some(health);
+        self
+    }
+
+    /// Trains (or resumes) and returns the trained model with its history.
+    pub fn fit(self) -> Result<TrainResult<TrainedVae<B, E, D>>, TrainError> {
+        let Self {
+            model,
+            device,
+            train,
+            valid,
+            batcher,
+            config,
+            run_dir,
+            resume,
+            control,
+            data_health,
+        } = self;
+        config.validate()?;
+        let train = train.ok_or(TrainError::EmptySplit { split: "train" })?;
+        let valid = valid.ok_or(TrainError::EmptySplit { split: "valid" })?;
+        if train.is_empty() {
+            return Err(TrainError::EmptySplit { split: "train" });
+        }
+        if valid.is_empty() {
+            return Err(TrainError::EmptySplit { split: "valid" });
+        }
+        // Without a run directory, burn-train still needs one for its checkpoints and logs.
+        let (run_dir, _temporary) = match run_dir {
+            Some(dir) => (dir, None),
+            None => {
+                let tmp = tempfile::tempdir().map_err(|e| TrainError::file("$TMPDIR", e))?;
+                (tmp.path().to_path_buf(), Some(tmp))
+            }
+        };
+        let control = control.unwrap_or_else(|| RunControl::new(Interrupter::new()));
+
+        let checkpoints = checkpoints_dir(&run_dir);
+        let marker = CheckpointMarker::read(&checkpoints.join("checkpoint"))?;
+        let mut history = History::default();
+        let start = match (resume, marker) {
+            (true, None) => return Err(TrainError::NothingToResume { dir: run_dir }),
+            (true, Some(m)) if m.epoch >= config.epochs => {
+                return Err(TrainError::AlreadyTrained {
+                    dir: run_dir,
+                    epoch: m.epoch,
+                });
+            }
+            (true, Some(m)) => {
+                if let Ok(bytes) = std::fs::read(history_path(&run_dir)) {
+                    history = serde_json::from_slice(&bytes).unwrap_or_default();
+                }
+                history.train.retain(|e| e.epoch <= m.epoch);
+                history.valid.retain(|e| e.epoch <= m.epoch);
+                Some(m)
+            }
+            (false, Some(m)) => {
+                return Err(TrainError::RunExists {
+                    dir: run_dir,
+                    epoch: m.epoch,
+                });
+            }
+            (false, None) => None,
+        };
+        let first_epoch = start.map_or(1, |m| m.epoch + 1);
+        let steps_done = start.map_or(0, |m| m.optimizer_steps);
+
+        let batches_per_epoch = train.len().div_ceil(config.batch_size);
+        let trainable = TrainableVae::new(
+            model,
+            config.objective.clone(),
+            config.kl_estimator,
+            config.latent_samples,
+            steps_done,
+        );
+        let steps: Arc<AtomicU64> = trainable.step_counter();
+
+        // A different shuffle per resumed segment, the same for the same run and seed.
+        let train_loader: Arc<dyn DataLoader<B, ImageBatch<B>>> =
+            DataLoaderBuilder::new(batcher.clone())
+                .batch_size(config.batch_size)
+                .shuffle(config.seed.wrapping_add(first_epoch as u64))
+                .num_workers(config.num_workers)
+                .set_device(device.clone())
+                .build(train.clone());
+        let valid_loader: Arc<dyn DataLoader<B::InnerBackend, ImageBatch<B::InnerBackend>>> =
+            DataLoaderBuilder::new(batcher)
+                .batch_size(config.batch_size)
+                .num_workers(config.num_workers)
+                .set_device(device.clone())
+                .build(valid);
+
+        let shared_history = Arc::new(Mutex::new(history));
+        let outcome = Arc::new(Mutex::new(None));
+        let strategy = VaeStrategy::new(
+            device.clone(),
+            control.clone(),
+            checkpoints.join("checkpoint"),
+            steps,
+            data_health,
+            outcome.clone(),
+        );
+        let mut training = SupervisedTraining::new(&checkpoints, train_loader, valid_loader)
+            .metrics((
+                TermMetric::<NegElbo>::default(),
+                TermMetric::<LogLikelihood>::default(),
+                TermMetric::<Kl>::default(),
+            ))
+            .with_file_checkpointer(NamedMpkFileRecorder::<FullPrecisionSettings>::new())
+            .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
+            .renderer(EpochRenderer::new(
+                shared_history.clone(),
+                Some(history_path(&run_dir)),
+                control.clone(),
+            ))
+            .with_metric_logger(crate::logger::ResumeAwareLogger::new(
+                &checkpoints,
+                first_epoch,
+            ))
+            .with_application_logger(None)
+            .with_interrupter(control.interrupter().clone())
+            .with_training_strategy(TrainingStrategy::Custom(Arc::new(strategy)))
+            .num_epochs(config.epochs);
+        if config.early_stopping_patience > 0 {
+            training = training.early_stopping(MetricEarlyStoppingStrategy::new(
+                &TermMetric::<NegElbo>::default(),
+                Aggregate::Mean,
+                Direction::Lowest,
+                Split::Valid,
+                StoppingCondition::NoImprovementSince {
+                    n_epochs: config.early_stopping_patience,
+                },
+            ));
+        }
+        if let Some(m) = start {
+            training = training.checkpoint(m.epoch);
+        }
+        let scheduler = Scheduler::new(
+            config.lr_schedule,
+            config.learning_rate,
+            batches_per_epoch,
+            config.epochs,
+        );
+        let optimizer = config.optimizer.init::<B, TrainableVae<B, E, D>>();
+        let result = training.launch(Learner::new(trainable, optimizer, scheduler));
+
+        let history = shared_history
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default();
+        let outcome = outcome
+            .lock()
+            .ok()
+            .and_then(|mut o| o.take())
+            .unwrap_or(LoopOutcome {
+                stop: StopReason::Finished,
+                last_checkpoint: None,
+            });
+        let (examples, seconds) = history
+            .train
+            .iter()
+            .filter(|m| m.epoch >= first_epoch)
+            .fold((0usize, 0.0f64), |(n, s), m| (n + m.examples, s + m.seconds));
+        Ok(TrainResult {
+            model: result.model.vae,
+            history,
+            outcome,
+            first_epoch,
+            train_images_per_second: examples as f64 / seconds.max(1e-9),
+        })
+    }
+}
+
+fn history_path(run: &std::path::Path) -> PathBuf {
+    checkpoints_dir(run).join("history.json")
+}

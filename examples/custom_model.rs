@@ -1,24 +1,34 @@
 //! Bring your own networks: a small residual-MLP encoder and decoder, written here, trained
-//! through the same generic `Vae` as the built-in models.
+//! through the library's run machinery — the same run directory, resume, evaluation and
+//! sampling as the built-in models, and the same command line.
 //!
 //! ```text
-//! cargo run --example custom_model
+//! cargo run --example custom_model                      # library calls: train, resume, eval, sample
+//! cargo run --example custom_model -- train fashion-mnist --epochs 3 --out runs/res-mlp
+//! cargo run --example custom_model -- eval --run runs/res-mlp --importance-samples 100
 //! ```
 //!
-//! Implementing [`Encoder`] (data → q(z|x)) and [`Decoder`] (z → p(x|z)) is all it takes; the
-//! ELBO, its loss, the IWAE bound, log p(x), sampling and reconstruction come with `Vae`.
+//! Implementing [`Encoder`] (data → q(z|x)) and [`Decoder`] (z → p(x|z)) gives the model; a
+//! [`ModelSpec`] — a serialisable configuration that builds it — gives it runs: the spec is
+//! what `config.toml` records under `[model]`, so the run can be rebuilt to resume, evaluate
+//! and sample.
+
+use std::path::PathBuf;
 
 use burn::backend::{Autodiff, Flex};
-use burn::data::dataloader::batcher::Batcher;
-use burn::data::dataset::Dataset;
-use burn::module::{AutodiffModule, Module};
+use burn::config::Config;
+use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::activation::gelu;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, backend::Backend};
-use vae::core::{Bernoulli, DiagonalGaussian, ImportanceSampling};
-use vae::data::{DataRoots, IdxOptions, IdxSplits, ImageBatch, ImageBatcher, locate};
-use vae::models::{Decoder, Encoder, Vae};
+use vae::core::{Bernoulli, DiagonalGaussian, ImageShape};
+use vae::data::{DataOptions, load_dataset};
+use vae::models::{ArchitectureError, Decoder, Encoder, Likelihood, Vae};
+use vae::train::{
+    EvalOptions, ModelSpec, ModelVisitor, RunConfig, RunControl, RunDir, RunOptions,
+    TrainingConfig, evaluate_run, sample_run, train_run,
+};
 
 /// x + W₂ gelu(W₁ LayerNorm(x)).
 #[derive(Module, Debug)]
@@ -118,57 +128,129 @@ fn model<B: Backend>(
     )
 }
 
+/// The model's configuration: what a run records under `[model]` in `config.toml`.
+#[derive(Config, Debug)]
+pub struct ResMlpSpec {
+    /// D, values per example.
+    pub input_dim: usize,
+    /// Width of the residual blocks.
+    #[config(default = 256)]
+    pub width: usize,
+    /// L, the latent size.
+    #[config(default = 16)]
+    pub latent_dim: usize,
+}
+
+impl ModelSpec for ResMlpSpec {
+    fn validate(&self, shape: ImageShape) -> Result<(), ArchitectureError> {
+        if self.input_dim != shape.num_values() {
+            return Err(ArchitectureError::InputDim {
+                expected: self.input_dim,
+                actual: shape.num_values(),
+            });
+        }
+        if self.width == 0 || self.latent_dim == 0 {
+            return Err(ArchitectureError::Setting {
+                key: "width / latent_dim".into(),
+                expected: "must be ≥ 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Bernoulli logits: bits per dimension are reported as for the built-in MLP.
+    fn likelihood(&self) -> Option<Likelihood> {
+        Some(Likelihood::Bernoulli)
+    }
+
+    fn build<B: AutodiffBackend, V: ModelVisitor<B>>(
+        &self,
+        device: &B::Device,
+        visitor: V,
+    ) -> Result<V::Output, ArchitectureError> {
+        Ok(visitor.visit(model::<B>(
+            self.input_dim,
+            self.width,
+            self.latent_dim,
+            device,
+        )))
+    }
+
+    /// What `train <dataset>` uses when no `[model]` is configured.
+    fn preset(_dataset: &str, shape: ImageShape) -> Option<Self> {
+        Some(Self::new(shape.num_values()))
+    }
+}
+
 type B = Autodiff<Flex>;
 
 fn main() {
-    let device = Default::default();
-    B::seed(&device, 3);
-    let located = locate("fashion-mnist", None, &DataRoots::from_env(), None).expect(
-        "Fashion-MNIST not found: apt-get install dataset-fashion-mnist, or `cargo xtask data fashion-mnist`",
-    );
-    let splits = IdxSplits::load(
-        &located.dir,
-        located.entry.family.unwrap(),
-        IdxOptions::default(),
-    )
-    .expect("loads");
-    let batch =
-        |data: &dyn Dataset<vae::data::ImageItem>, start: usize, n: usize| -> Tensor<B, 2> {
-            let items = (start..start + n).filter_map(|i| data.get(i)).collect();
-            let b: ImageBatch<B> = ImageBatcher.batch(items, &device);
-            b.images
-        };
-
-    let mut vae = model::<B>(784, 256, 16, &device);
-    println!("custom residual-MLP VAE: {} parameters", vae.num_params());
-    let mut optim = AdamConfig::new().init();
-    let valid = batch(&splits.valid, 0, 1000).inner();
-    let report = |vae: &Vae<B, ResEncoder<B>, ResDecoder<B>>, step: usize| {
-        let summary = vae.valid().elbo(valid.clone()).summary();
-        println!(
-            "step {step:>4}: valid neg_elbo_nats={:.2} log_likelihood_nats={:.2} kl_nats={:.2}",
-            summary.neg_elbo_nats, summary.log_likelihood_nats, summary.kl_nats
-        );
-    };
-    report(&vae, 0);
-    for step in 1..=400 {
-        let x = batch(&splits.train, (step * 128) % 49_000, 128);
-        let loss = vae.elbo(x).loss(); // −ELBO
-        let grads = GradientsParams::from_grads(loss.backward(), &vae);
-        vae = optim.step(1e-3, vae, grads);
-        if step % 100 == 0 {
-            report(&vae, step);
-        }
+    // With arguments, this example *is* a command line: train / eval / sample / data.
+    if std::env::args().len() > 1 {
+        vae::cli::main::<ResMlpSpec>("custom_model");
+        return;
     }
-    let vae = vae.valid();
-    let x = valid.slice([0..100, 0..784]);
-    let log_px = vae
-        .log_px(x.clone(), &ImportanceSampling::new().with_num_samples(500))
-        .mean()
-        .into_scalar();
-    let iwae = vae.iwae_bound(x.clone(), 50).mean().into_scalar();
-    let elbo = vae.elbo(x).elbo().mean().into_scalar();
+    if let Err(e) = library_run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The same, through library calls: a run directory trained for two epochs, resumed for a
+/// third, evaluated with importance sampling, and sampled from.
+fn library_run() -> Result<(), Box<dyn std::error::Error>> {
+    let device = Default::default();
+    let options = DataOptions {
+        limit: 5_000,
+        ..DataOptions::default()
+    };
+    let data = load_dataset("fashion-mnist", None, &options, true)?;
+    let mut config = RunConfig {
+        dataset: "fashion-mnist".to_string(),
+        data: options,
+        model: ResMlpSpec::new(data.shape.num_values()),
+        training: TrainingConfig {
+            epochs: 2,
+            ..TrainingConfig::default()
+        },
+    };
+    let dir = PathBuf::from("target/examples/custom-model-run");
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = RunDir::create(&dir)?;
+    let options = |resume| RunOptions {
+        resume,
+        control: RunControl::new(burn::train::Interrupter::new()),
+        backend: "cpu (burn flex)".to_string(),
+    };
+    train_run::<ResMlpSpec, B>(&run, &config, &data, &device, options(false))?;
+
+    // Resume: one more epoch from the epoch-2 checkpoint, with the same optimizer state.
+    config.training.epochs = 3;
+    let outcome = train_run::<ResMlpSpec, B>(&run, &config, &data, &device, options(true))?;
+    assert_eq!(outcome.first_epoch, 3);
+    let test = outcome.metrics.test.expect("a finished run is evaluated");
     println!(
-        "100 validation images: ELBO {elbo:.2} ≤ IWAE(K=50) {iwae:.2} ≤ log p(x) (IS, K=500) ≈ {log_px:.2} nats"
+        "test: neg_elbo_nats={:.2} log_likelihood_nats={:.2} kl_nats={:.2}",
+        test.elbo.neg_elbo_nats, test.elbo.log_likelihood_nats, test.elbo.kl_nats
     );
+
+    let eval = EvalOptions {
+        importance_samples: 100,
+        limit: 200,
+    };
+    let with_log_px = evaluate_run::<ResMlpSpec, B>(&run, &data, &device, &eval)?;
+    println!(
+        "first 200 test images: neg_elbo_nats={:.2}, importance-sampled log p(x) (K = 100) = {:.2} nats",
+        with_log_px.elbo.neg_elbo_nats,
+        with_log_px.is_log_px_nats.unwrap_or(f64::NAN)
+    );
+    let samples = run.path().join("samples-16.png");
+    sample_run::<ResMlpSpec, B>(&run, 16, 0, &samples, &device)?;
+
+    let mut files: Vec<String> = std::fs::read_dir(run.path())?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    files.sort();
+    println!("{}: {}", run.path().display(), files.join(", "));
+    Ok(())
 }

@@ -7,7 +7,8 @@
 //! | [`core`] | `vae-core` | distributions, KL, the ELBO with named terms, β / warm-up / free bits, IWAE, log p(x) |
 //! | [`models`] | `vae-models` | `Encoder` / `Decoder` traits, MLP and conv architectures, the generic `Vae` |
 //! | [`data`] | `vae-data` | MNIST-format and CelebA loaders, image folders, verified downloads |
-//! | [`train`] | `vae-train` | burn-train training loop, metrics, checkpoints, evaluation, artifacts |
+//! | [`train`] | `vae-train` | the `Trainer`, runs (`ModelSpec`, `RunDir`, `train_run`, `evaluate_run`, `sample_run`), checkpoints, evaluation, pictures |
+//! | [`cli`] | `vae-cli` | the `train` / `eval` / `sample` / `data` command line for any `ModelSpec` |
 //!
 //! The contract everything follows: `ELBO(x) = E_q[log p(x|z)] − KL(q(z|x) ‖ p(z)) ≤ log p(x)`;
 //! the ELBO is maximised, so the training loss is **−ELBO** ([`core::Elbo::loss`]). Terms are
@@ -32,6 +33,7 @@
 
 /// The burn version this project is built on (pinned to 0.21.0), for matching backends.
 pub use burn;
+pub use vae_cli as cli;
 pub use vae_core as core;
 pub use vae_data as data;
 pub use vae_models as models;

@@ -58,7 +58,9 @@ enum Command {
 fn main() {
     keep_freed_memory();
     let result = match Cli::parse().command {
-        Command::Run(command) => vae_cli::execute::<Architecture>(command).map_err(anyhow::Error::from),
+        Command::Run(command) => {
+            vae_cli::execute::<Architecture>(command).map_err(anyhow::Error::from)
+        }
         Command::Bench(args) => bench::run(args),
     };
     if let Err(e) = result {

@@ -168,7 +168,11 @@ fn install_ctrl_c(control: Arc<RunControl>) -> Result<(), CliError> {
 
 /// A run that fails before writing anything (data missing, no GPU) leaves no empty directory
 /// behind when this command `created` it; `remove_dir` refuses anything that is not empty.
-fn discard_if_empty<T>(result: Result<T, CliError>, dir: &Path, created: bool) -> Result<T, CliError> {
+fn discard_if_empty<T>(
+    result: Result<T, CliError>,
+    dir: &Path,
+    created: bool,
+) -> Result<T, CliError> {
     if result.is_err() && created {
         let _ = std::fs::remove_dir(dir);
     }
@@ -183,7 +187,10 @@ fn train<S: ModelSpec>(args: TrainArgs) -> Result<(), CliError> {
         }
     };
     flag("training.epochs", args.epochs.map(|v| v.to_string()));
-    flag("training.batch_size", args.batch_size.map(|v| v.to_string()));
+    flag(
+        "training.batch_size",
+        args.batch_size.map(|v| v.to_string()),
+    );
     flag("training.seed", args.seed.map(|v| v.to_string()));
     flag("data.limit", args.limit.map(|v| v.to_string()));
     let overrides = Overrides {
@@ -219,10 +226,18 @@ fn train<S: ModelSpec>(args: TrainArgs) -> Result<(), CliError> {
     };
     let created = !out.exists();
     let run = if args.resume {
-        RunDir::open(&out)?
+        RunDir::open(&out)
     } else {
-        RunDir::create(&out)?
-    };
+        RunDir::create(&out)
+    }
+    .map_err(|source| CliError::Flag {
+        flag: "--out",
+        hint: match source {
+            vae_train::TrainError::RunExists { .. } => "; pass --resume to continue it",
+            _ => "",
+        },
+        source,
+    })?;
     let prepared = (|| {
         let choice = choose(args.backend)?;
         let data_dir = match (&args.data_dir, args.resume) {
@@ -285,7 +300,9 @@ fn train<S: ModelSpec>(args: TrainArgs) -> Result<(), CliError> {
         other => {
             return Err(CliError::Stopped {
                 reason: other.clone(),
-                advice: format!("The last good checkpoint is {checkpoint}; --resume continues from it"),
+                advice: format!(
+                    "The last good checkpoint is {checkpoint}; --resume continues from it"
+                ),
             });
         }
     }

@@ -27,6 +27,16 @@ pub enum CliError {
         /// Further unknown keys.
         others: Vec<String>,
     },
+    /// A flag's value was refused by the library (a run directory that cannot be used).
+    #[error("{flag}: {source}{hint}")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// Why.
+        source: vae_train::TrainError,
+        /// What to do, when the command line knows.
+        hint: &'static str,
+    },
     /// A flag value or combination that cannot work.
     #[error("{flag}: {problem}")]
     Usage {
@@ -36,7 +46,9 @@ pub enum CliError {
         problem: String,
     },
     /// The model specification has no preset for this dataset and none was configured.
-    #[error("no model is configured for {dataset} and {spec} has no preset for it: give one in the [model] table of --config FILE")]
+    #[error(
+        "no model is configured for {dataset} and {spec} has no preset for it: give one in the [model] table of --config FILE"
+    )]
     NoModel {
         /// The dataset.
         dataset: String,

@@ -408,8 +408,8 @@ mod tests {
         let err =
             Settings::for_dataset("mnist", &overrides(&["training.batch_size=big"])).unwrap_err();
         assert!(err.to_string().contains("training.batch_size"), "{err}");
-        let err = Settings::for_dataset("mnist", &overrides(&["training.learning_rate=-1"]))
-            .unwrap_err();
+        let err =
+            Settings::for_dataset("mnist", &overrides(&["training.learning_rate=-1"])).unwrap_err();
         assert!(err.to_string().contains("training.learning_rate"), "{err}");
         let err = Settings::for_dataset("mnist", &overrides(&["nonsense"])).unwrap_err();
         assert!(err.to_string().contains("expected key=value"), "{err}");

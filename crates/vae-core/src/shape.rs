@@ -52,7 +52,10 @@ mod tests {
 
     #[test]
     fn square_grey_finds_the_side_or_nothing() {
-        assert_eq!(ImageShape::square_grey(784), Some(ImageShape::new(1, 28, 28)));
+        assert_eq!(
+            ImageShape::square_grey(784),
+            Some(ImageShape::new(1, 28, 28))
+        );
         assert_eq!(ImageShape::square_grey(785), None);
         assert_eq!(ImageShape::square_grey(0), None);
         assert_eq!(ImageShape::new(3, 64, 32).num_values(), 3 * 64 * 32);

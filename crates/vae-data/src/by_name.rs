@@ -145,7 +145,12 @@ fn health(splits: [ImageFiles; 2]) -> DataHealth {
     Arc::new(move || splits.iter().find_map(|s| s.take_error()))
 }
 
-fn image_splits(train: ImageFiles, valid: ImageFiles, test: ImageFiles, dir: PathBuf) -> DataSplits {
+fn image_splits(
+    train: ImageFiles,
+    valid: ImageFiles,
+    test: ImageFiles,
+    dir: PathBuf,
+) -> DataSplits {
     DataSplits {
         shape: train.dims(),
         health: Some(health([train.clone(), valid.clone()])),

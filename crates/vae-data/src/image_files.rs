@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use burn::data::dataset::Dataset;
 use rayon::prelude::*;
 
-use crate::batcher::{ImageShape, ImageItem};
+use crate::batcher::{ImageItem, ImageShape};
 use crate::cache::ImageCache;
 use crate::error::{DataError, Result};
 use crate::preprocess::{Preprocess, image_size};

@@ -80,11 +80,9 @@ pub fn locate(
     roots: &DataRoots,
     downloader: Option<&Downloader>,
 ) -> Result<Located> {
-    let entry = lookup(name).ok_or_else(|| {
-        DataError::UnknownDataset {
-            name: name.to_string(),
-            known: dataset_names(),
-        }
+    let entry = lookup(name).ok_or_else(|| DataError::UnknownDataset {
+        name: name.to_string(),
+        known: dataset_names(),
     })?;
     let mut candidates: Vec<(PathBuf, Origin)> = Vec::new();
     if let Some(dir) = explicit {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use burn::data::dataset::Dataset;
 use serde::{Deserialize, Serialize};
 
-use crate::batcher::{ImageShape, ImageItem};
+use crate::batcher::{ImageItem, ImageShape};
 use crate::error::{DataError, Result};
 use crate::idx::{IdxImages, IdxLabels};
 use crate::pixels::{PixelMode, PixelTransform};

@@ -7,10 +7,10 @@ use burn::tensor::{Tensor, backend::Backend};
 use vae_core::DiagonalGaussian;
 
 use crate::activation::Activation;
+use crate::architecture::ArchitectureError;
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::likelihood::{DecodedLikelihood, Likelihood, LikelihoodHead};
-use crate::architecture::ArchitectureError;
 use crate::vae::Vae;
 
 /// An MLP encoder: `input_dim → hidden[0] → … → hidden[k−1] → (μ, ln σ²) ∈ ℝ^latent_dim`.

@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::data::dataset::Dataset;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use image::{GrayImage, RgbImage};
-use vae_data::{ImageShape, ImageItem};
+use vae_data::{ImageItem, ImageShape};
 use vae_models::{Decoder, Encoder, Vae};
 
 use crate::error::TrainError;

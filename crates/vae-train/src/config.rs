@@ -90,7 +90,11 @@ impl TrainingConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         let at_least_one = |key: &str, value: usize| {
             if value == 0 {
-                Err(TrainError::setting(format!("training.{key}"), 0, "must be ≥ 1"))
+                Err(TrainError::setting(
+                    format!("training.{key}"),
+                    0,
+                    "must be ≥ 1",
+                ))
             } else {
                 Ok(())
             }
@@ -113,7 +117,9 @@ impl TrainingConfig {
                     "must be in [0, training.learning_rate]",
                 ));
             }
-            LrSchedule::Step { every_epochs: 0, .. } => {
+            LrSchedule::Step {
+                every_epochs: 0, ..
+            } => {
                 return Err(TrainError::setting(
                     "training.lr_schedule.every_epochs",
                     0,

@@ -51,7 +51,9 @@ pub enum TrainError {
         missing: &'static str,
     },
     /// A new run was asked for in a directory that already holds one.
-    #[error("{dir} already holds a run (checkpoint of epoch {epoch}); resume it or choose another directory")]
+    #[error(
+        "{dir} already holds a run (checkpoint of epoch {epoch}); resume it or choose another directory"
+    )]
     RunExists {
         /// The run directory.
         dir: PathBuf,
@@ -59,7 +61,9 @@ pub enum TrainError {
         epoch: usize,
     },
     /// A new run was asked for in a directory that holds files that are not a run's.
-    #[error("{dir} is not empty and is not a run directory ({found} found); choose an empty or new directory")]
+    #[error(
+        "{dir} is not empty and is not a run directory ({found} found); choose an empty or new directory"
+    )]
     ForeignDirectory {
         /// The directory.
         dir: PathBuf,
@@ -67,13 +71,17 @@ pub enum TrainError {
         found: String,
     },
     /// Resuming found no complete checkpoint.
-    #[error("{dir}: nothing to resume: no complete checkpoint (checkpoints/checkpoint/latest.json)")]
+    #[error(
+        "{dir}: nothing to resume: no complete checkpoint (checkpoints/checkpoint/latest.json)"
+    )]
     NothingToResume {
         /// The run directory.
         dir: PathBuf,
     },
     /// Resuming a run that has already trained to its last epoch.
-    #[error("{dir}: already trained to epoch {epoch}; raise training.epochs above {epoch} to continue")]
+    #[error(
+        "{dir}: already trained to epoch {epoch}; raise training.epochs above {epoch} to continue"
+    )]
     AlreadyTrained {
         /// The run directory.
         dir: PathBuf,

@@ -191,7 +191,10 @@ mod tests {
     fn one_step(config: &OptimizerConfig, lr: f64) -> f32 {
         let device = Default::default();
         let mut layer: Linear<B> = LinearConfig::new(1, 1).with_bias(false).init(&device);
-        layer.weight = Param::from_tensor(Tensor::from_data(TensorData::new(vec![2.0f32], [1, 1]), &device));
+        layer.weight = Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![2.0f32], [1, 1]),
+            &device,
+        ));
         let mut optim = config.init::<B, Linear<B>>();
         let x = Tensor::<B, 2>::from_data(TensorData::new(vec![3.0f32], [1, 1]), &device);
         let grads = GradientsParams::from_grads(layer.forward(x).sum().backward(), &layer);

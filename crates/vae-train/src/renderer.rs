@@ -119,6 +119,9 @@ pub struct EpochRenderer {
     history: Arc<Mutex<History>>,
     persist: Option<std::path::PathBuf>,
     control: Arc<RunControl>,
+    /// A non-finite metric value seen in `record`, reported once the item's epoch and
+    /// progress are known (burn-train sends an item's metrics before its progress).
+    pending_non_finite: Option<(String, f64)>,
 }
 
 impl EpochRenderer {
@@ -144,6 +147,7 @@ impl EpochRenderer {
             history,
             persist,
             control,
+            pending_non_finite: None,
         }
     }
 
@@ -171,14 +175,8 @@ impl EpochRenderer {
             .get(&entry.metric_id)
             .cloned()
             .unwrap_or_default();
-        if !v.is_finite() {
-            self.control.report_non_finite(NonFinite {
-                metric: name.clone(),
-                value: v,
-                split: self.split.map_or("train", Split::name),
-                epoch: self.epoch.items_processed + usize::from(self.epoch.items_processed == 0),
-                examples: self.progress.as_ref().map_or(0, |p| p.items_processed),
-            });
+        if !v.is_finite() && self.pending_non_finite.is_none() {
+            self.pending_non_finite = Some((name.clone(), v));
         }
         let slot = self.sums.entry(name).or_insert((0.0, 0));
         slot.0 += v * n as f64;
@@ -192,6 +190,7 @@ impl EpochRenderer {
     }
 
     fn flush(&mut self) {
+        self.report_non_finite();
         let Some(split) = self.split.take() else {
             return;
         };
@@ -239,9 +238,23 @@ impl EpochRenderer {
         self.sums.clear();
     }
 
+    /// Reports a pending NaN / ∞ with the epoch and progress known so far.
+    fn report_non_finite(&mut self) {
+        if let Some((metric, value)) = self.pending_non_finite.take() {
+            self.control.report_non_finite(NonFinite {
+                metric,
+                value,
+                split: self.split.map_or("train", Split::name),
+                epoch: self.epoch.items_processed.max(1),
+                examples: self.progress.as_ref().map_or(0, |p| p.items_processed),
+            });
+        }
+    }
+
     fn draw(&mut self, item: TrainingProgress) {
         self.epoch = item.global_progress;
         self.progress = item.progress;
+        self.report_non_finite();
         if !self.live || self.last_draw.elapsed().as_millis() < 100 {
             return;
         }

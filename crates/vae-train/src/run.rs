@@ -168,7 +168,13 @@ impl<S: ModelSpec, B: AutodiffBackend> ModelVisitor<B> for TrainVisitor<'_, S, B
             device,
         )?);
         persist::save_safetensors(&model, &run.weights_file())?;
-        artifacts::write_model_pictures(&model, data.test.as_ref(), data.shape, run.path(), device)?;
+        artifacts::write_model_pictures(
+            &model,
+            data.test.as_ref(),
+            data.shape,
+            run.path(),
+            device,
+        )?;
         write_curves(&result.history, run)?;
         run.write_metrics(&metrics)?;
         Ok(outcome(metrics))
@@ -321,6 +327,8 @@ impl<B: AutodiffBackend> ModelVisitor<B> for SampleVisitor<'_, B> {
             .convert::<f32>()
             .to_vec::<f32>()
             .expect("f32 after convert");
-        Ok((0..rows).map(|i| flat[i * d..(i + 1) * d].to_vec()).collect())
+        Ok((0..rows)
+            .map(|i| flat[i * d..(i + 1) * d].to_vec())
+            .collect())
     }
 }

@@ -90,17 +90,50 @@ impl ModelSpec for Architecture {
         })
     }
 
-    /// Kingma & Welling's MLP (784-400-20, Bernoulli) for grey-scale images, the CelebA
-    /// convolutional VAE (32…512 channels, latent 128, learned Gaussian σ) for 64×64 RGB.
+    /// Kingma & Welling's MLP (D-400-20, Bernoulli) for grey-scale images; for square RGB
+    /// images with a power-of-two side, the CelebA convolutional VAE (channels 32, 64, …, up to
+    /// five blocks while the side stays ≥ 2; latent 128; learned Gaussian σ); the MLP for any
+    /// other shape.
     fn preset(_dataset: &str, shape: ImageShape) -> Option<Self> {
+        let mlp = Self::Mlp(MlpVaeConfig::kingma_welling(shape.num_values()));
         if shape.channels == 1 {
-            return Some(Self::Mlp(MlpVaeConfig::kingma_welling(shape.num_values())));
+            return Some(mlp);
         }
+        let side = shape.height;
+        let blocks = (side.max(1).ilog2() as usize).saturating_sub(1).min(5);
         let celeba = ConvVaeConfig::celeba_64(Likelihood::Gaussian {
             scale: GaussianScale::LearnedShared,
         });
-        let conv = ConvVaeConfig::new(shape, celeba.channels, celeba.latent_dim)
+        let conv = ConvVaeConfig::new(shape, celeba.channels[..blocks].to_vec(), celeba.latent_dim)
             .with_likelihood(celeba.likelihood);
-        conv.validate().is_ok().then_some(Self::Conv(conv))
+        Some(if conv.validate().is_ok() {
+            Self::Conv(conv)
+        } else {
+            mlp
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_fit_the_data() {
+        let celeba = Architecture::preset("celeba", ImageShape::new(3, 64, 64)).unwrap();
+        let Architecture::Conv(c) = &celeba else {
+            panic!("conv expected for 64×64 RGB")
+        };
+        assert_eq!(c.channels, vec![32, 64, 128, 256, 512]);
+        for shape in [
+            ImageShape::new(1, 28, 28),
+            ImageShape::new(3, 16, 16),
+            ImageShape::new(3, 64, 64),
+            ImageShape::new(3, 40, 30),
+        ] {
+            let preset = Architecture::preset("any", shape).unwrap();
+            ModelSpec::validate(&preset, shape)
+                .unwrap_or_else(|e| panic!("preset for {shape} does not fit: {e}"));
+        }
     }
 }

@@ -115,7 +115,6 @@ pub struct LoopOutcome {
     pub last_checkpoint: Option<CheckpointMarker>,
 }
 
-
 /// The custom strategy handed to burn-train.
 pub struct VaeStrategy<D> {
     device: D,
@@ -148,7 +147,10 @@ impl<D> VaeStrategy<D> {
     }
 
     fn data_error(&self) -> Option<Arc<DataError>> {
-        self.data_health.as_ref().and_then(|check| check()).map(Arc::new)
+        self.data_health
+            .as_ref()
+            .and_then(|check| check())
+            .map(Arc::new)
     }
 }
 

@@ -397,10 +397,7 @@ where
         let optimizer = config.optimizer.init::<B, TrainableVae<B, E, D>>();
         let result = training.launch(Learner::new(trainable, optimizer, scheduler));
 
-        let history = shared_history
-            .lock()
-            .map(|h| h.clone())
-            .unwrap_or_default();
+        let history = shared_history.lock().map(|h| h.clone()).unwrap_or_default();
         let outcome = outcome
             .lock()
             .ok()
@@ -413,7 +410,9 @@ where
             .train
             .iter()
             .filter(|m| m.epoch >= first_epoch)
-            .fold((0usize, 0.0f64), |(n, s), m| (n + m.examples, s + m.seconds));
+            .fold((0usize, 0.0f64), |(n, s), m| {
+                (n + m.examples, s + m.seconds)
+            });
         Ok(TrainResult {
             model: result.model.vae,
             history,

@@ -236,7 +236,7 @@ fn train<S: ModelSpec>(args: TrainArgs) -> Result<(), CliError> {
             vae_train::TrainError::RunExists { .. } => "; pass --resume to continue it",
             _ => "",
         },
-        source,
+        source: Box::new(source),
     })?;
     let prepared = (|| {
         let choice = choose(args.backend)?;
@@ -293,13 +293,13 @@ fn train<S: ModelSpec>(args: TrainArgs) -> Result<(), CliError> {
                 None => "No checkpoint was written: it diverged in the first epoch; lower training.learning_rate".to_string(),
             };
             return Err(CliError::Stopped {
-                reason: outcome.stopped.stop.clone(),
+                reason: Box::new(outcome.stopped.stop.clone()),
                 advice,
             });
         }
         other => {
             return Err(CliError::Stopped {
-                reason: other.clone(),
+                reason: Box::new(other.clone()),
                 advice: format!(
                     "The last good checkpoint is {checkpoint}; --resume continues from it"
                 ),

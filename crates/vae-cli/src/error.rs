@@ -33,7 +33,7 @@ pub enum CliError {
         /// The flag.
         flag: &'static str,
         /// Why.
-        source: vae_train::TrainError,
+        source: Box<vae_train::TrainError>,
         /// What to do, when the command line knows.
         hint: &'static str,
     },
@@ -76,7 +76,7 @@ pub enum CliError {
     #[error("training {reason}. {advice}")]
     Stopped {
         /// Why it stopped.
-        reason: vae_train::strategy::StopReason,
+        reason: Box<vae_train::strategy::StopReason>,
         /// What the last good checkpoint is and what to do.
         advice: String,
     },

@@ -57,7 +57,8 @@ pub fn save_grid(
     result.map_err(|e| TrainError::file(path, e))
 }
 
-fn rows<B: Backend>(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
+/// The rows of `[n, D]` values as host vectors.
+pub(crate) fn rows<B: Backend>(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
     let [n, d] = t.dims();
     let flat = t
         .into_data()

@@ -320,15 +320,6 @@ impl<B: AutodiffBackend> ModelVisitor<B> for SampleVisitor<'_, B> {
         model: Vae<B, E, D>,
     ) -> Self::Output {
         let model = persist::load_safetensors(model.valid(), &self.weights)?;
-        let t = model.sample(self.n, self.device);
-        let [rows, d] = t.dims();
-        let flat = t
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .expect("f32 after convert");
-        Ok((0..rows)
-            .map(|i| flat[i * d..(i + 1) * d].to_vec())
-            .collect())
+        Ok(artifacts::rows(model.sample(self.n, self.device)))
     }
 }

@@ -26,8 +26,8 @@ use vae::core::{Bernoulli, DiagonalGaussian, ImageShape};
 use vae::data::{DataOptions, load_dataset};
 use vae::models::{ArchitectureError, Decoder, Encoder, Likelihood, Vae};
 use vae::train::{
-    EvalOptions, ModelSpec, ModelVisitor, RunConfig, RunControl, RunDir, RunOptions,
-    TrainingConfig, evaluate_run, sample_run, train_run,
+    EvalOptions, ModelSpec, ModelVisitor, RunConfig, RunDir, RunOptions, TrainingConfig,
+    evaluate_run, sample_run, train_run,
 };
 
 /// x + W₂ gelu(W₁ LayerNorm(x)).
@@ -217,16 +217,13 @@ fn library_run() -> Result<(), Box<dyn std::error::Error>> {
     let dir = PathBuf::from("target/examples/custom-model-run");
     let _ = std::fs::remove_dir_all(&dir);
     let run = RunDir::create(&dir)?;
-    let options = |resume| RunOptions {
-        resume,
-        control: RunControl::new(burn::train::Interrupter::new()),
-        backend: "cpu (burn flex)".to_string(),
-    };
-    train_run::<ResMlpSpec, B>(&run, &config, &data, &device, options(false))?;
+    let options = RunOptions::new("cpu (burn flex)");
+    let first = train_run::<ResMlpSpec, B>(&run, &config, &data, &device, options.clone())?;
+    assert!(first.finished(), "stopped: {}", first.stopped.stop);
 
     // Resume: one more epoch from the epoch-2 checkpoint, with the same optimizer state.
     config.training.epochs = 3;
-    let outcome = train_run::<ResMlpSpec, B>(&run, &config, &data, &device, options(true))?;
+    let outcome = train_run::<ResMlpSpec, B>(&run, &config, &data, &device, options.resumed())?;
     assert_eq!(outcome.first_epoch, 3);
     let test = outcome.metrics.test.expect("a finished run is evaluated");
     println!(

@@ -254,7 +254,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         None => ALL_CASES.to_vec(),
     };
     let request: BackendRequest = args.backend.into();
-    let (choice, why) = resolve(request).map_err(anyhow::Error::msg)?;
+    let (choice, why) = resolve(request)?;
     eprintln!("backend: {why}");
     let burn = |cases: &[&str]| match choice {
         BackendChoice::Cpu => {

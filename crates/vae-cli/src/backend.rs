@@ -38,10 +38,21 @@ impl From<BackendArg> for BackendRequest {
 
 /// Resolves `--backend`, printing the choice and why to stderr.
 pub fn choose(request: BackendArg) -> Result<BackendChoice, CliError> {
-    let (choice, why) = resolve(request.into()).map_err(|why| CliError::Backend {
+    let unavailable = |why: String| CliError::Backend {
         backend: request.name(),
         why,
-    })?;
+    };
+    let (choice, why) = resolve(request.into()).map_err(|e| unavailable(e.reason))?;
+    // vae-train may have CUDA through another crate's feature while this crate was built
+    // without it: then there is no CUDA dispatch here.
+    if choice == BackendChoice::Cuda && !cfg!(feature = "cuda") {
+        return match request {
+            BackendArg::Auto => Ok(BackendChoice::Cpu),
+            _ => Err(unavailable(
+                "vae-cli was built without its `cuda` feature".into(),
+            )),
+        };
+    }
     eprintln!("backend: {why}");
     if choice == BackendChoice::Cuda {
         eprintln!(

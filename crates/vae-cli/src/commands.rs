@@ -270,10 +270,6 @@ fn train<S: ModelSpec>(args: TrainArgs) -> Result<(), CliError> {
     let outcome = with_backend!(choice, |B, device| train_run::<S, B>(
         &run, &config, &data, &device, options
     ))?;
-    let checkpoint = outcome
-        .stopped
-        .last_checkpoint
-        .map_or("none".to_string(), |m| format!("epoch {}", m.epoch));
     match &outcome.stopped.stop {
         StopReason::Finished | StopReason::EarlyStopped(_) => {}
         StopReason::UserStop(epoch) => {

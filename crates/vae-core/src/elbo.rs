@@ -124,11 +124,20 @@ impl<B: Backend> Elbo<B> {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ElboSummary {
     /// −ELBO, nats per example (the training loss; an upper bound on −log p(x)).
+    #[serde(deserialize_with = "nan_if_null")]
     pub neg_elbo_nats: f64,
     /// E_q[log p(x|z)], nats per example.
+    #[serde(deserialize_with = "nan_if_null")]
     pub log_likelihood_nats: f64,
     /// KL(q(z|x) ‖ p(z)), nats per example.
+    #[serde(deserialize_with = "nan_if_null")]
     pub kl_nats: f64,
+}
+
+/// JSON has no NaN or ∞: serde_json writes them as `null`. Read `null` back as NaN, so the
+/// record of a diverged epoch stays readable.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 impl ElboSummary {

@@ -41,17 +41,24 @@ impl BackendChoice {
     }
 }
 
-/// Resolves a request, explaining the choice (`--backend auto` says which it picked and why).
-pub fn resolve(request: BackendRequest) -> Result<(BackendChoice, String), String> {
+/// A backend that was asked for cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct BackendUnavailable {
+    /// Why (the driver's or the probe's words).
+    pub reason: String,
+}
+
+/// Resolves a request, explaining the choice (`Auto` says which it picked and why).
+pub fn resolve(request: BackendRequest) -> Result<(BackendChoice, String), BackendUnavailable> {
     match request {
         BackendRequest::Cpu => Ok((BackendChoice::Cpu, "cpu: requested".into())),
-        BackendRequest::Cuda => match cuda_probe() {
-            Ok(()) => Ok((
+        BackendRequest::Cuda => cuda_probe().map(|()| {
+            (
                 BackendChoice::Cuda,
                 "cuda: requested, GPU 0 answered".into(),
-            )),
-            Err(why) => Err(format!("--backend cuda: {why}")),
-        },
+            )
+        }),
         BackendRequest::Auto => match cuda_probe() {
             Ok(()) => Ok((BackendChoice::Cuda, "auto → cuda: GPU 0 answered".into())),
             Err(why) => Ok((BackendChoice::Cpu, format!("auto → cpu: {why}"))),
@@ -125,7 +132,7 @@ pub fn configure_kernel_caches() {
 /// Runs one tiny kernel on GPU 0 on a helper thread: without a driver the first CUDA call panics
 /// rather than returning an error, so the panic is contained there and reported as text.
 #[cfg(feature = "cuda")]
-pub fn cuda_probe() -> Result<(), String> {
+pub fn cuda_probe() -> Result<(), BackendUnavailable> {
     configure_kernel_caches();
     use burn::tensor::Tensor;
     use std::sync::{Arc, Mutex};
@@ -160,11 +167,13 @@ pub fn cuda_probe() -> Result<(), String> {
         },
     };
     std::panic::set_hook(previous);
-    outcome
+    outcome.map_err(|reason| BackendUnavailable { reason })
 }
 
 /// Without the `cuda` feature there is no GPU backend.
 #[cfg(not(feature = "cuda"))]
-pub fn cuda_probe() -> Result<(), String> {
-    Err("this binary was built without the `cuda` feature".into())
+pub fn cuda_probe() -> Result<(), BackendUnavailable> {
+    Err(BackendUnavailable {
+        reason: "this binary was built without the `cuda` feature".into(),
+    })
 }

@@ -43,7 +43,8 @@ pub struct TrainingConfig {
     /// Learning-rate schedule.
     #[serde(default)]
     pub lr_schedule: LrSchedule,
-    /// Seed of parameter initialisation, shuffling and latent noise.
+    /// Seed of shuffling; `train_run` also seeds the backend with it before building the
+    /// model (initialisation) and training (latent noise).
     pub seed: u64,
     /// Latent samples per example in the ELBO estimate.
     #[serde(default = "one")]

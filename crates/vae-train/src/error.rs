@@ -16,6 +16,30 @@ pub enum TrainError {
         /// What it must be.
         expected: String,
     },
+    /// Sampling was asked for zero samples.
+    #[error("the number of samples must be ≥ 1")]
+    NoSamples,
+    /// Decoder outputs that cannot be drawn as an image of the run's shape.
+    #[error(
+        "samples of {values} values cannot be drawn: the run records no image shape of that size"
+    )]
+    NotAnImage {
+        /// Values per sample.
+        values: usize,
+    },
+    /// Examples whose size is not what the model consumes.
+    #[error("the model consumes {expected} values per example but the {split} data has {actual}")]
+    DataSize {
+        /// The model's D.
+        expected: usize,
+        /// The data's.
+        actual: usize,
+        /// Which split.
+        split: &'static str,
+    },
+    /// `Trainer::fit` was called before `data` or `data_with`.
+    #[error("no training data was given")]
+    NoData,
     /// A split that must hold examples is empty.
     #[error("the {split} split has no examples")]
     EmptySplit {

@@ -33,8 +33,27 @@ pub struct RunOptions {
     pub backend: String,
 }
 
-/// What [`train_run`] did.
+impl RunOptions {
+    /// A new run (not resumed) on the backend named `backend`, with a fresh stop handle.
+    pub fn new(backend: impl Into<String>) -> Self {
+        Self {
+            resume: false,
+            control: RunControl::new(burn::train::Interrupter::new()),
+            backend: backend.into(),
+        }
+    }
+
+    /// The same, continuing the run from its last complete checkpoint.
+    pub fn resumed(mut self) -> Self {
+        self.resume = true;
+        self
+    }
+}
+
+/// What [`train_run`] did. Check [`finished`](Self::finished): a stopped or diverged run is
+/// an `Ok` outcome too.
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct RunOutcome {
     /// Why training ended and the last complete checkpoint. Only [`StopReason::Finished`] and
     /// [`StopReason::EarlyStopped`] runs were evaluated and have weights and pictures.
@@ -86,6 +105,27 @@ pub fn train_run<S: ModelSpec, B: AutodiffBackend>(
 ) -> Result<RunOutcome, TrainError> {
     config.validate()?;
     config.model.validate(data.shape)?;
+    // Refuse before anything is written: a finished or existing run keeps its configuration.
+    match (options.resume, run.last_checkpoint()?) {
+        (false, Some(m)) => {
+            return Err(TrainError::RunExists {
+                dir: run.path().to_path_buf(),
+                epoch: m.epoch,
+            });
+        }
+        (true, None) => {
+            return Err(TrainError::NothingToResume {
+                dir: run.path().to_path_buf(),
+            });
+        }
+        (true, Some(m)) if m.epoch >= config.training.epochs => {
+            return Err(TrainError::AlreadyTrained {
+                dir: run.path().to_path_buf(),
+                epoch: m.epoch,
+            });
+        }
+        _ => {}
+    }
     B::seed(device, config.training.seed);
     run.write_config(config)?;
     let data_dir = std::path::absolute(&data.dir).unwrap_or_else(|_| data.dir.clone());
@@ -131,7 +171,7 @@ impl<S: ModelSpec, B: AutodiffBackend> ModelVisitor<B> for TrainVisitor<'_, S, B
         let mut trainer = Trainer::new(model, device.clone())
             .data(data.train.clone(), data.valid.clone())
             .config(config.training.clone())
-            .checkpoints(run.path())
+            .run_dir(run.path())
             .resume(options.resume)
             .control(options.control.clone());
         if let Some(health) = &data.health {
@@ -185,7 +225,8 @@ fn write_curves(history: &History, run: &RunDir) -> Result<(), TrainError> {
     artifacts::write_curves(history, &run.path().join("curves.png"))
 }
 
-/// What [`evaluate_run`] computes.
+/// What [`evaluate_run`] computes; the default is the command line's: K = 5000 on every test
+/// example.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalOptions {
     /// K, importance samples per test example for log p(x) (0 = the ELBO terms only).
@@ -196,7 +237,9 @@ pub struct EvalOptions {
 }
 
 /// Evaluates a trained run on its test split with backend `B`: the ELBO terms and, with
-/// importance samples, log p(x); the result is stored in `metrics.json` and returned.
+/// importance samples, log p(x). Returns what was computed; `metrics.json` stores it (with a
+/// `limit`, only log p(x) is stored beside the full test-set ELBO written by training;
+/// without importance samples, an earlier log p(x) is kept).
 pub fn evaluate_run<S: ModelSpec, B: AutodiffBackend>(
     run: &RunDir,
     data: &DataSplits,
@@ -204,6 +247,7 @@ pub fn evaluate_run<S: ModelSpec, B: AutodiffBackend>(
     options: &EvalOptions,
 ) -> Result<TestMetrics, TrainError> {
     let config: RunConfig<S> = run.read_config()?;
+    config.model.validate(data.shape)?;
     B::seed(device, config.training.seed);
     let test: Arc<dyn Dataset<ImageItem>> = if options.limit > 0 {
         Arc::new(Prefix::new(data.test.clone(), options.limit))
@@ -221,19 +265,35 @@ pub fn evaluate_run<S: ModelSpec, B: AutodiffBackend>(
         },
     )??;
     let mut metrics = run.read_metrics()?;
-    // A partial evaluation adds log p(x) but keeps the full test-set ELBO written by training.
-    let test_metrics = match (&metrics.test, options.limit > 0) {
+    let stored = match (metrics.test.take(), options.limit > 0) {
+        // A partial evaluation adds log p(x) but keeps the full test-set ELBO from training.
         (Some(full), true) => TestMetrics {
             is_log_px_nats: subset.is_log_px_nats,
             importance_samples: subset.importance_samples,
             is_examples: subset.is_examples,
-            ..full.clone()
+            ..full
+        },
+        // Without importance samples, an earlier log p(x) is kept.
+        (Some(earlier), false) if subset.is_log_px_nats.is_none() => TestMetrics {
+            is_log_px_nats: earlier.is_log_px_nats,
+            importance_samples: earlier.importance_samples,
+            is_examples: earlier.is_examples,
+            ..subset.clone()
         },
         _ => subset.clone(),
     };
-    metrics.test = Some(test_metrics);
+    metrics.test = Some(stored);
     run.write_metrics(&metrics)?;
     Ok(subset)
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            importance_samples: 5000,
+            limit: 0,
+        }
+    }
 }
 
 struct EvalVisitor<'a, B: AutodiffBackend> {
@@ -285,7 +345,7 @@ pub fn sample_run<S: ModelSpec, B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<(), TrainError> {
     if n == 0 {
-        return Err(TrainError::setting("n", 0, "must be ≥ 1"));
+        return Err(TrainError::NoSamples);
     }
     let config: RunConfig<S> = run.read_config()?;
     let shape = run.read_info()?.shape;
@@ -300,8 +360,10 @@ pub fn sample_run<S: ModelSpec, B: AutodiffBackend>(
     )??;
     let d = images.first().map_or(0, Vec::len);
     let shape = shape
+        .or_else(|| config.model.image_shape())
         .or_else(|| ImageShape::square_grey(d))
-        .ok_or_else(|| TrainError::setting("model", d, "samples of this size are not an image"))?;
+        .filter(|s| s.num_values() == d)
+        .ok_or(TrainError::NotAnImage { values: d })?;
     let cols = (n as f64).sqrt().ceil() as usize;
     artifacts::save_grid(out, &images, shape, cols.max(1))
 }

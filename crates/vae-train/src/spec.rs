@@ -39,8 +39,14 @@ pub trait ModelSpec: Serialize + DeserializeOwned + Clone + Debug + Send + Sync 
         visitor: V,
     ) -> Result<V::Output, ArchitectureError>;
 
-    /// The model to use for `dataset` (examples of `shape`) when the configuration names none;
-    /// `None` (the default) means the type's `Default`-free caller must supply one.
+    /// The shape of the images the model produces, when the configuration knows it (used to
+    /// draw samples of runs that did not record their data's shape); `None` by default.
+    fn image_shape(&self) -> Option<ImageShape> {
+        None
+    }
+
+    /// The model to use for `dataset` (examples of `shape`) when the configuration gives none;
+    /// `None` (the default): the configuration must give the whole model.
     fn preset(dataset: &str, shape: ImageShape) -> Option<Self> {
         let _ = (dataset, shape);
         None
@@ -69,6 +75,13 @@ impl ModelSpec for Architecture {
                 expected: format!("must be the data's shape {shape}, got {}", c.image),
             }),
             _ => Ok(()),
+        }
+    }
+
+    fn image_shape(&self) -> Option<ImageShape> {
+        match self {
+            Self::Mlp(c) => ImageShape::square_grey(c.input_dim),
+            Self::Conv(c) => Some(c.image),
         }
     }
 

@@ -70,7 +70,7 @@ pub struct TrainResult<M> {
 ///     .data(Arc::new(InMemDataset::new(train)), Arc::new(InMemDataset::new(valid)))
 ///     .epochs(10)
 ///     .optimizer(OptimizerConfig::adamw(1e-4).with_clip_grad_norm(100.0))
-///     .checkpoints("runs/my-run")
+///     .run_dir("runs/my-run")
 ///     .fit()?;
 /// println!("last valid −ELBO: {:?}", result.history.valid.last());
 /// # Ok::<(), vae_train::TrainError>(())
@@ -168,7 +168,7 @@ where
         }
     }
 
-    /// All training settings at once (replaces those set before).
+    /// All training settings at once (replaces every setting made before it: call it first).
     pub fn config(mut self, config: TrainingConfig) -> Self {
         self.config = config;
         self
@@ -211,10 +211,21 @@ where
         self
     }
 
-    /// Latent samples per example and the KL estimator of the training ELBO.
-    pub fn estimator(mut self, latent_samples: usize, kl: KlEstimator) -> Self {
-        self.config.latent_samples = latent_samples;
+    /// Latent samples per example in the training ELBO estimate.
+    pub fn latent_samples(mut self, samples: usize) -> Self {
+        self.config.latent_samples = samples;
+        self
+    }
+
+    /// How the KL term of the training ELBO is estimated.
+    pub fn kl_estimator(mut self, kl: KlEstimator) -> Self {
         self.config.kl_estimator = kl;
+        self
+    }
+
+    /// Data-loading threads (0 = load on the training thread).
+    pub fn num_workers(mut self, workers: usize) -> Self {
+        self.config.num_workers = workers;
         self
     }
 
@@ -230,9 +241,9 @@ where
         self
     }
 
-    /// Where checkpoints and logs go: `<run_dir>/checkpoints/`. Without it, a temporary
-    /// directory is used and removed after training.
-    pub fn checkpoints(mut self, run_dir: impl Into<PathBuf>) -> Self {
+    /// The run directory: checkpoints and logs go to `<run_dir>/checkpoints/`. Without it, a
+    /// temporary directory is used and removed after training.
+    pub fn run_dir(mut self, run_dir: impl Into<PathBuf>) -> Self {
         self.run_dir = Some(run_dir.into());
         self
     }
@@ -270,13 +281,22 @@ where
             data_health,
         } = self;
         config.validate()?;
-        let train = train.ok_or(TrainError::EmptySplit { split: "train" })?;
-        let valid = valid.ok_or(TrainError::EmptySplit { split: "valid" })?;
-        if train.is_empty() {
-            return Err(TrainError::EmptySplit { split: "train" });
-        }
-        if valid.is_empty() {
-            return Err(TrainError::EmptySplit { split: "valid" });
+        let (Some(train), Some(valid)) = (train, valid) else {
+            return Err(TrainError::NoData);
+        };
+        for (split, data) in [("train", &train), ("valid", &valid)] {
+            // One example through the batcher: the model must consume what the data holds.
+            let first = data.get(0).ok_or(TrainError::EmptySplit { split })?;
+            let batch: ImageBatch<B::InnerBackend> =
+                Batcher::<B::InnerBackend, I, _>::batch(&batcher, vec![first], &device);
+            let actual = batch.images.dims()[1];
+            if actual != model.data_dim() {
+                return Err(TrainError::DataSize {
+                    expected: model.data_dim(),
+                    actual,
+                    split,
+                });
+            }
         }
         // Without a run directory, burn-train still needs one for its checkpoints and logs.
         let (run_dir, _temporary) = match run_dir {
@@ -300,8 +320,15 @@ where
                 });
             }
             (true, Some(m)) => {
-                if let Ok(bytes) = std::fs::read(history_path(&run_dir)) {
-                    history = serde_json::from_slice(&bytes).unwrap_or_default();
+                let path = history_path(&run_dir);
+                match std::fs::read(&path) {
+                    Ok(bytes) => {
+                        history = serde_json::from_slice(&bytes).map_err(|e| {
+                            TrainError::file(&path, format!("unreadable epoch history: {e}"))
+                        })?;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(TrainError::file(&path, e)),
                 }
                 history.train.retain(|e| e.epoch <= m.epoch);
                 history.valid.retain(|e| e.epoch <= m.epoch);

@@ -63,7 +63,7 @@ fn epochs_are_numbered_and_resume_continues_where_it_stopped() {
         .data(train.clone(), valid.clone())
         .epochs(2)
         .batch_size(16)
-        .checkpoints(&run)
+        .run_dir(&run)
         .fit()
         .unwrap();
     assert!(matches!(first.outcome.stop, StopReason::Finished));
@@ -79,14 +79,14 @@ fn epochs_are_numbered_and_resume_continues_where_it_stopped() {
     let again = Trainer::new(mlp(&device), device)
         .data(train.clone(), valid.clone())
         .epochs(4)
-        .checkpoints(&run)
+        .run_dir(&run)
         .fit();
     assert!(matches!(again, Err(TrainError::RunExists { epoch: 2, .. })));
     let resumed = Trainer::new(mlp(&device), device)
         .data(train.clone(), valid.clone())
         .epochs(4)
         .batch_size(16)
-        .checkpoints(&run)
+        .run_dir(&run)
         .resume(true)
         .fit()
         .unwrap();
@@ -98,7 +98,7 @@ fn epochs_are_numbered_and_resume_continues_where_it_stopped() {
     let done = Trainer::new(mlp(&device), device)
         .data(train, valid)
         .epochs(4)
-        .checkpoints(&run)
+        .run_dir(&run)
         .resume(true)
         .fit();
     assert!(matches!(
@@ -113,7 +113,7 @@ fn resuming_nothing_and_empty_data_are_errors() {
     let device = Default::default();
     let nothing = Trainer::new(mlp(&device), device)
         .data(images(8, 1), images(8, 2))
-        .checkpoints(dir.path())
+        .run_dir(dir.path())
         .resume(true)
         .fit();
     assert!(matches!(nothing, Err(TrainError::NothingToResume { .. })));
@@ -231,7 +231,7 @@ fn a_nan_stops_the_run_and_keeps_the_last_good_checkpoint() {
         .epochs(3)
         .batch_size(16)
         .optimizer(OptimizerConfig::adamw(1e-4).with_clip_grad_norm(10.0))
-        .checkpoints(dir.path())
+        .run_dir(dir.path())
         .fit()
         .unwrap();
     let StopReason::NonFinite(what) = &result.outcome.stop else {
@@ -248,5 +248,32 @@ fn a_nan_stops_the_run_and_keeps_the_last_good_checkpoint() {
         marker(dir.path()).epoch,
         1,
         "the NaN state is never checkpointed"
+    );
+
+    // The NaN epoch is on record (as null in JSON), and resuming redoes it from epoch 1's
+    // checkpoint.
+    let history = std::fs::read_to_string(dir.path().join("checkpoints/history.json")).unwrap();
+    assert!(history.contains("null"), "{history}");
+    let clean = PoisonedBatcher {
+        made: Arc::new(AtomicUsize::new(0)),
+        poison_from: usize::MAX,
+    };
+    let resumed = Trainer::new(mlp(&device), device)
+        .data_with(floats(32), floats(8), clean)
+        .epochs(3)
+        .batch_size(16)
+        .run_dir(dir.path())
+        .resume(true)
+        .fit()
+        .unwrap();
+    assert!(matches!(resumed.outcome.stop, StopReason::Finished));
+    assert_eq!(resumed.first_epoch, 2);
+    assert_eq!(epochs(&resumed.history.train), [1, 2, 3]);
+    assert!(
+        resumed
+            .history
+            .train
+            .iter()
+            .all(|m| m.elbo.neg_elbo_nats.is_finite())
     );
 }

@@ -1,0 +1,191 @@
+//! Runs through the library on in-memory data: `train_run` writes a complete run directory,
+//! refuses to overwrite one, resumes; `evaluate_run` adds log p(x) to `metrics.json`;
+//! `sample_run` draws a grid.
+
+use std::sync::Arc;
+
+use burn::backend::{Autodiff, Flex};
+use burn::data::dataset::InMemDataset;
+use vae_core::ImageShape;
+use vae_data::{DataOptions, DataSplits, ImageItem};
+use vae_models::{Architecture, MlpVaeConfig};
+use vae_train::{
+    EvalOptions, RunConfig, RunDir, RunOptions, TrainError, TrainingConfig, evaluate_run,
+    sample_run, train_run,
+};
+
+type B = Autodiff<Flex>;
+
+/// 4×4 grey images: a bright square at one of four places, so there is something to learn.
+fn splits(dir: &std::path::Path) -> DataSplits {
+    let images = |n: usize| {
+        let items: Vec<ImageItem> = (0..n)
+            .map(|i| {
+                let (r, c) = ((i % 2) * 2, (i / 2 % 2) * 2);
+                let pixels = (0..16)
+                    .map(|p| {
+                        let (y, x) = (p / 4, p % 4);
+                        if (r..r + 2).contains(&y) && (c..c + 2).contains(&x) {
+                            230
+                        } else {
+                            20
+                        }
+                    })
+                    .collect();
+                ImageItem {
+                    pixels,
+                    label: None,
+                }
+            })
+            .collect();
+        Arc::new(InMemDataset::new(items))
+    };
+    DataSplits {
+        train: images(64),
+        valid: images(16),
+        test: images(16),
+        shape: ImageShape::new(1, 4, 4),
+        health: None,
+        dir: dir.to_path_buf(),
+    }
+}
+
+fn config(epochs: usize) -> RunConfig<Architecture> {
+    RunConfig {
+        dataset: "in-memory squares".into(),
+        data: DataOptions::default(),
+        model: Architecture::Mlp(MlpVaeConfig::new(16, vec![8], 2)),
+        training: TrainingConfig {
+            epochs,
+            batch_size: 16,
+            ..TrainingConfig::default()
+        },
+    }
+}
+
+#[test]
+fn a_run_trains_resumes_evaluates_and_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = splits(dir.path());
+    let run = RunDir::create(dir.path().join("run")).unwrap();
+    let device = Default::default();
+
+    let outcome =
+        train_run::<Architecture, B>(&run, &config(2), &data, &device, RunOptions::new("cpu"))
+            .unwrap();
+    assert!(outcome.finished());
+    for file in [
+        "config.toml",
+        "run.json",
+        "metrics.json",
+        "model.safetensors",
+        "reconstructions.png",
+        "samples.png",
+        "interpolation.png",
+        "traversal.png",
+        "manifold.png",
+        "curves.png",
+    ] {
+        assert!(run.path().join(file).is_file(), "{file} missing");
+    }
+    let metrics = run.read_metrics().unwrap();
+    let test = metrics.test.clone().expect("test metrics");
+    assert_eq!(test.examples, 16);
+    assert!(test.elbo.kl_nats >= 0.0);
+    assert_eq!(
+        test.elbo.neg_elbo_nats,
+        test.elbo.kl_nats - test.elbo.log_likelihood_nats
+    );
+    assert!(test.bits_per_dim.is_some(), "Bernoulli: bits per dimension");
+    assert_eq!(metrics.train.epoch, [1, 2]);
+
+    // A second new run in the same directory is refused before anything is rewritten.
+    let before = std::fs::read(run.config_file()).unwrap();
+    let mut other = config(2);
+    other.training.learning_rate = 0.5;
+    let refused =
+        train_run::<Architecture, B>(&run, &other, &data, &device, RunOptions::new("cpu"));
+    assert!(matches!(
+        refused,
+        Err(TrainError::RunExists { epoch: 2, .. })
+    ));
+    assert_eq!(std::fs::read(run.config_file()).unwrap(), before);
+    let finished = train_run::<Architecture, B>(
+        &run,
+        &config(2),
+        &data,
+        &device,
+        RunOptions::new("cpu").resumed(),
+    );
+    assert!(matches!(
+        finished,
+        Err(TrainError::AlreadyTrained { epoch: 2, .. })
+    ));
+
+    let resumed = train_run::<Architecture, B>(
+        &RunDir::open(run.path()).unwrap(),
+        &config(3),
+        &data,
+        &device,
+        RunOptions::new("cpu").resumed(),
+    )
+    .unwrap();
+    assert_eq!(resumed.first_epoch, 3);
+    assert_eq!(resumed.metrics.train.epoch, [1, 2, 3]);
+
+    let with_log_px = evaluate_run::<Architecture, B>(
+        &run,
+        &data,
+        &device,
+        &EvalOptions {
+            importance_samples: 20,
+            limit: 0,
+        },
+    )
+    .unwrap();
+    let log_px = with_log_px.is_log_px_nats.expect("log p(x)");
+    assert!(log_px.is_finite() && log_px <= 0.0, "{log_px}");
+    // Without importance samples the earlier log p(x) stays in metrics.json.
+    evaluate_run::<Architecture, B>(
+        &run,
+        &data,
+        &device,
+        &EvalOptions {
+            importance_samples: 0,
+            limit: 0,
+        },
+    )
+    .unwrap();
+    let stored = run.read_metrics().unwrap().test.unwrap();
+    assert_eq!(stored.is_log_px_nats, Some(log_px));
+    assert_eq!(stored.importance_samples, Some(20));
+
+    let grid = run.path().join("four.png");
+    sample_run::<Architecture, B>(&run, 4, 7, &grid, &device).unwrap();
+    let (width, height) = image::image_dimensions(&grid).unwrap();
+    // 2 × 2 images of 4×4 pixels enlarged 16× to 64×64, 2-pixel gutters.
+    assert_eq!((width, height), (2 * 66 + 2, 2 * 66 + 2));
+    assert!(matches!(
+        sample_run::<Architecture, B>(&run, 0, 7, &grid, &device),
+        Err(TrainError::NoSamples)
+    ));
+}
+
+#[test]
+fn a_model_that_does_not_fit_the_data_is_refused_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = splits(dir.path());
+    let run = RunDir::create(dir.path().join("run")).unwrap();
+    let mut wrong = config(1);
+    wrong.model = Architecture::Mlp(MlpVaeConfig::new(784, vec![8], 2));
+    let err = train_run::<Architecture, B>(
+        &run,
+        &wrong,
+        &data,
+        &Default::default(),
+        RunOptions::new("cpu"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("784"), "{err}");
+    assert!(!run.config_file().exists(), "nothing written");
+}

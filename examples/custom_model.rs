@@ -202,7 +202,7 @@ fn library_run() -> Result<(), Box<dyn std::error::Error>> {
     let device = Default::default();
     let options = DataOptions {
         limit: 5_000,
-        ..DataOptions::default()
+        ..DataOptions::for_dataset("fashion-mnist")?
     };
     let data = load_dataset("fashion-mnist", None, &options, true)?;
     let mut config = RunConfig {

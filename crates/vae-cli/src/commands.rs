@@ -294,11 +294,17 @@ fn train<S: ModelSpec>(args: TrainArgs) -> Result<(), CliError> {
             });
         }
         other => {
+            let advice = match outcome.stopped.last_checkpoint {
+                Some(m) => format!(
+                    "The last good checkpoint (epoch {}) is kept; --resume --out {} continues from it",
+                    m.epoch,
+                    out.display()
+                ),
+                None => "No checkpoint was written; fix the cause and start again".to_string(),
+            };
             return Err(CliError::Stopped {
                 reason: Box::new(other.clone()),
-                advice: format!(
-                    "The last good checkpoint is {checkpoint}; --resume continues from it"
-                ),
+                advice,
             });
         }
     }
@@ -376,9 +382,7 @@ fn sample<S: ModelSpec>(args: SampleArgs) -> Result<(), CliError> {
 /// `data <name>`: locate or download, verify checksums, load to check structure.
 fn data(args: DataArgs) -> Result<(), CliError> {
     let name = args.name.as_str();
-    let options = Settings::for_dataset(name, &Overrides::default())
-        .map(|s| s.data)
-        .unwrap_or_else(|_| DataOptions::default());
+    let options = DataOptions::for_dataset(name).unwrap_or_default();
     if name == vae_data::IMAGE_FOLDER {
         let Some(dir) = &args.data_dir else {
             return Err(CliError::Usage {

@@ -16,16 +16,7 @@ use crate::error::CliError;
 
 /// The per-dataset defaults shipped in `datasets/` (data and training settings).
 pub fn dataset_file(name: &str) -> Option<&'static str> {
-    match name {
-        "mnist" => Some(include_str!("../../../datasets/mnist.toml")),
-        "fashion-mnist" => Some(include_str!("../../../datasets/fashion-mnist.toml")),
-        "kmnist" => Some(include_str!("../../../datasets/kmnist.toml")),
-        "celeba" => Some(include_str!("../../../datasets/celeba.toml")),
-        "image-folder" => Some(include_str!("../../../datasets/image-folder.toml")),
-        // EMNIST splits share MNIST's settings.
-        n if n.starts_with("emnist-") => Some(include_str!("../../../datasets/mnist.toml")),
-        _ => None,
-    }
+    vae_data::dataset_defaults(name)
 }
 
 /// Higher layers of the configuration, in increasing precedence.

@@ -1,4 +1,5 @@
-//! A dataset by name in one call: `load_dataset("fashion-mnist", None, &DataOptions::default())`.
+//! A dataset by name in one call:
+//! `load_dataset("fashion-mnist", None, &DataOptions::for_dataset("fashion-mnist")?, true)`.
 //!
 //! Finds the files ([`locate`]: an explicit directory, `$VAE_DATA_DIR/<name>`, a system copy,
 //! or a verified download), then loads the three splits as burn datasets of [`ImageItem`].
@@ -67,7 +68,42 @@ impl Default for DataOptions {
     }
 }
 
+/// The per-dataset defaults shipped in the workspace's `datasets/<name>.toml` (their `[data]`
+/// tables are read here; the command line also reads `[training]`), or `None` for an unknown
+/// name.
+pub fn dataset_defaults(name: &str) -> Option<&'static str> {
+    match name {
+        "mnist" => Some(include_str!("../../../datasets/mnist.toml")),
+        "fashion-mnist" => Some(include_str!("../../../datasets/fashion-mnist.toml")),
+        "kmnist" => Some(include_str!("../../../datasets/kmnist.toml")),
+        "celeba" => Some(include_str!("../../../datasets/celeba.toml")),
+        IMAGE_FOLDER => Some(include_str!("../../../datasets/image-folder.toml")),
+        // EMNIST splits share MNIST's settings.
+        n if n.starts_with("emnist-") => Some(include_str!("../../../datasets/mnist.toml")),
+        _ => None,
+    }
+}
+
 impl DataOptions {
+    /// The options `datasets/<name>.toml` sets for dataset `name` (e.g. CelebA's centre crop of
+    /// 148 pixels), over [`DataOptions::default`].
+    pub fn for_dataset(name: &str) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            data: DataOptions,
+        }
+        let text = dataset_defaults(name).ok_or_else(|| DataError::UnknownDataset {
+            name: name.to_string(),
+            known: dataset_names(),
+        })?;
+        let file: File = toml::from_str(text).map_err(|e| DataError::Inconsistent {
+            path: PathBuf::from(format!("datasets/{name}.toml")),
+            problem: e.message().to_string(),
+        })?;
+        Ok(file.data)
+    }
+
     /// Checks the options that do not depend on the files.
     pub fn validate(&self) -> Result<()> {
         self.preprocess().validate()

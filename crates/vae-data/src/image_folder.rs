@@ -82,7 +82,7 @@ impl ImageFolderSplits {
                 dataset: "image-folder".into(),
                 dir: dir.to_path_buf(),
                 missing: vec!["the directory itself".into()],
-                help: "Pass --data-dir pointing at a folder of .jpg/.png images.".into(),
+                help: "Give the path of a folder of .jpg/.png images.".into(),
             });
         }
         let all = list_images(dir)?;

@@ -32,7 +32,10 @@ mod preprocess;
 pub mod registry;
 
 pub use batcher::{ImageBatch, ImageBatcher, ImageItem, ImageShape};
-pub use by_name::{DataHealth, DataOptions, DataSplits, IMAGE_FOLDER, dataset_names, load_dataset};
+pub use by_name::{
+    DataHealth, DataOptions, DataSplits, IMAGE_FOLDER, dataset_defaults, dataset_names,
+    load_dataset,
+};
 pub use cache::ImageCache;
 pub use celeba::{CelebaAttributes, CelebaOptions, CelebaSplits, read_attributes, read_partition};
 pub use download::Downloader;

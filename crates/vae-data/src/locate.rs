@@ -125,7 +125,10 @@ pub fn locate(
             Source::Manual { instructions } => {
                 instructions.replace("{dir}", &dir.display().to_string())
             }
-            _ => format!("Run `cargo xtask data {name}` to download it, or pass --data-dir."),
+            _ => format!(
+                "Download it into {} (the command line's `data {name}` does), or give the directory that holds it.",
+                dir.display()
+            ),
         }));
     };
     let downloaded = match entry.source {

@@ -207,7 +207,7 @@ fn load_pair(
         dataset: format!("{family:?}"),
         dir: dir.to_path_buf(),
         missing: vec![format!("{images_name}[.gz]")],
-        help: "Run `cargo xtask data <name>` to download it, or pass --data-dir.".into(),
+        help: "Put the files there (the command line's `data <name>` downloads them), or give the directory that holds them.".into(),
     })?;
     let mut images = IdxImages::read(&images_path)?;
     if family.transposed() {

@@ -187,7 +187,7 @@ From https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (\"Align&Cropped Images\"
   Img/img_align_celeba.zip        and unzip it so that {dir}/img_align_celeba/000001.jpg exists
   Eval/list_eval_partition.txt    into {dir}/list_eval_partition.txt
   Anno/list_attr_celeba.txt       into {dir}/list_attr_celeba.txt (optional: attributes)
-then run `cargo xtask data celeba` to verify.";
+then verify them (the command line's `data celeba` does).";
 
 fn idx_required(family: MnistFamily) -> Vec<String> {
     use crate::mnist::IdxSplit;

@@ -64,7 +64,7 @@ fn a_missing_dataset_says_what_to_do() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("train-images-idx3-ubyte"), "{err}");
-    assert!(err.contains("cargo xtask data"), "{err}");
+    assert!(err.contains("`data "), "{err}");
 }
 
 #[test]
@@ -178,4 +178,16 @@ fn locate_prefers_explicit_then_environment_then_system() {
         message.contains("unknown dataset 'cifar'") && message.contains("emnist-letters"),
         "{message}"
     );
+}
+
+#[test]
+fn dataset_defaults_come_from_the_shipped_files() {
+    let celeba = vae_data::DataOptions::for_dataset("celeba").unwrap();
+    assert_eq!((celeba.crop, celeba.size, celeba.channels), (148, 64, 3));
+    let emnist = vae_data::DataOptions::for_dataset("emnist-letters").unwrap();
+    assert_eq!(emnist, vae_data::DataOptions::for_dataset("mnist").unwrap());
+    assert!(matches!(
+        vae_data::DataOptions::for_dataset("cifar"),
+        Err(vae_data::DataError::UnknownDataset { .. })
+    ));
 }

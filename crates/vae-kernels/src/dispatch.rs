@@ -4,12 +4,13 @@
 //! # The rule
 //!
 //! An op in [`crate::ops`] is generic over `B: Backend`. It asks this module whether `B` is one
-//! of the backends a kernel exists for ([`is_flex`], [`is_autodiff_flex`]), comparing
-//! [`TypeId`]s, and only then moves its tensors across with [`same_type`]: a `Box<dyn Any>`
-//! downcast, so a wrong guess is a panic, never a transmute. A kernel may decline further (an
-//! element type other than f32, a grouped convolution, …) by handing its inputs back; the op
-//! then runs burn's generic formulation. Every fast path taken is counted on the calling thread
-//! ([`fast_path_counts`]), so tests can prove which path ran.
+//! of the backends a kernel exists for (`is_flex`, `is_autodiff_flex`; with the `fast-kernels`
+//! feature), comparing [`TypeId`](std::any::TypeId)s, and only then moves its tensors across
+//! with `same_type`: a `Box<dyn Any>` downcast, so a wrong guess is a panic, never a
+//! transmute. A kernel may decline further (an element type other than f32, a grouped
+//! convolution, …) by handing its inputs back; the op then runs burn's generic formulation.
+//! Every fast path taken is counted on the calling thread ([`fast_path_counts`]), so tests can
+//! prove which path ran.
 
 use std::cell::Cell;
 

@@ -1,7 +1,8 @@
 //! Hot paths of the ELBO on the CPU backend: the likelihood and KL terms (forward, and forward
 //! plus backward), the analytic KL, and the IWAE log-mean-exp.
 //!
-//! `cargo bench -p vae-core --bench core`
+//! `cargo bench -p vae-core --bench core` measures burn's generic ops; add
+//! `--features vae-kernels/fast-kernels` for the Flex fast paths training uses.
 
 use std::hint::black_box;
 

@@ -2,7 +2,7 @@
 
 use burn::tensor::{Distribution, Tensor, activation::sigmoid, backend::Backend};
 
-use crate::observation::{ObservationModel, broadcast_data, softplus, sum_features};
+use crate::observation::{ObservationModel, broadcast_data};
 
 /// Independent Bernoulli distributions over each data dimension, parameterised by **logits**
 /// η = log(p / (1 − p)): the decoder's last layer is linear, with no sigmoid in front.
@@ -40,12 +40,7 @@ impl<B: Backend> Bernoulli<B> {
 impl<B: Backend> ObservationModel<B> for Bernoulli<B> {
     fn log_prob(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let x = broadcast_data("Bernoulli", x, self.dims());
-        #[cfg(feature = "flex")]
-        if let Some(log_prob) = crate::flex_bernoulli::log_prob(&x, &self.logits) {
-            return log_prob;
-        }
-        let eta = self.logits.clone();
-        sum_features(x * eta.clone() - softplus(eta))
+        vae_kernels::bernoulli_log_prob(x, self.logits.clone())
     }
 
     fn mean(&self) -> Tensor<B, 3> {

@@ -2,7 +2,7 @@
 
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 
-use crate::observation::{ObservationModel, broadcast_data, sum_features};
+use crate::observation::{ObservationModel, broadcast_data};
 use crate::units::LN_2PI;
 
 /// Independent Gaussians N(μ_d, σ_d²) over each data dimension: the decoder outputs the mean,
@@ -97,7 +97,7 @@ impl<B: Backend> ObservationModel<B> for Gaussian<B> {
         let z = (x - self.mean.clone()) * inv_scale;
         let per_dim =
             (z.powi_scalar(2) + self.log_scale.clone().mul_scalar(2.0) + LN_2PI).mul_scalar(-0.5);
-        sum_features(per_dim)
+        vae_kernels::sum_last_dim(per_dim)
     }
 
     fn mean(&self) -> Tensor<B, 3> {

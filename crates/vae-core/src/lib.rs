@@ -43,22 +43,18 @@
 //! N is the batch size, D the number of data dimensions, L the latent size and S the number of
 //! latent samples per example (1 for the usual single-sample ELBO).
 //!
-//! ## Features
+//! ## Backend-specific fast paths
 //!
-//! `flex` (off by default; vae-train turns it on): when training on burn's Flex CPU backend
-//! (`Autodiff<Flex>`, f32), the Bernoulli log-likelihood and its gradient run as one fused
-//! operation instead of eight elementwise ones, with a vectorised exp/log1p of its own (no libm
-//! calls; AVX2 chosen at run time). Same formula, same results to f32 rounding (tested against
-//! the generic path); every other backend is untouched.
+//! The code here is generic. Where a backend needs a faster formulation — the Bernoulli
+//! log-likelihood fused into one op, the sums over data dimensions — it calls the generic ops
+//! of `vae-kernels` ([`vae_kernels::bernoulli_log_prob`], [`vae_kernels::sum_last_dim`]), which
+//! pick the fast path for burn's Flex CPU backend when that crate's `fast-kernels` feature is on
+//! (vae-train turns it on) and burn's formulation everywhere else.
 
 mod bernoulli;
-#[cfg(feature = "flex")]
-mod bernoulli_kernel;
 mod continuous_bernoulli;
 mod diagonal_gaussian;
 mod elbo;
-#[cfg(feature = "flex")]
-mod flex_bernoulli;
 mod gaussian;
 mod importance;
 mod kl;

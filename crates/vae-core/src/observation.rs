@@ -38,17 +38,6 @@ pub(crate) fn broadcast_data<B: Backend>(
     x.unsqueeze_dim::<3>(0)
 }
 
-/// Sums `[S, N, D]` over D into `[S, N]`.
-///
-/// Computed as a product with a vector of ones rather than `sum_dim`: the gradient of a matmul
-/// is a dense tensor, while `sum_dim`'s is a stride-0 broadcast that burn-flex's elementwise
-/// backward kernels walk element by element (6% of a CPU MLP step, measured).
-pub(crate) fn sum_features<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 2> {
-    let [s, n, d] = t.dims();
-    let ones = Tensor::ones([d, 1], &t.device());
-    t.reshape([s * n, d]).matmul(ones).reshape([s, n])
-}
-
 /// softplus(η) = ln(1 + e^η) = −log σ(−η), finite for every finite η, with the exact
 /// derivative σ(η) everywhere (including η = 0, where a `relu` / `abs` formulation would take a
 /// one-sided derivative). `log_sigmoid` is a backend primitive: one fused pass on the CPU

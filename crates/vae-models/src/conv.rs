@@ -7,11 +7,9 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Tensor, backend::Backend};
 use vae_core::DiagonalGaussian;
+use vae_kernels::{batch_norm, leaky_relu};
 
-use crate::activation::leaky_relu;
 use crate::architecture::{ArchitectureError, ImageShape, validate_square_power_of_two};
-use crate::batch_norm::batch_norm;
-use crate::conv_ops;
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::likelihood::{DecodedLikelihood, Likelihood, LikelihoodHead};
@@ -86,7 +84,8 @@ impl<B: Backend> UpBlock<B> {
     }
 }
 
-/// `conv.forward(x)` through [`conv_ops`] (our convolutions use symmetric explicit padding).
+/// `conv.forward(x)` through [`vae_kernels::conv2d`] (our convolutions use symmetric explicit
+/// padding).
 fn conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let padding = match conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => {
@@ -95,7 +94,7 @@ fn conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
         _ => return conv.forward(x),
     };
     let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
-    conv_ops::conv2d(
+    vae_kernels::conv2d(
         x,
         conv.weight.val(),
         conv.bias.as_ref().map(|b| b.val()),
@@ -103,7 +102,7 @@ fn conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     )
 }
 
-/// `conv.forward(x)` through [`conv_ops`].
+/// `conv.forward(x)` through [`vae_kernels::conv_transpose2d`].
 fn conv_transpose<B: Backend>(conv: &ConvTranspose2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let options = ConvTransposeOptions::new(
         conv.stride,
@@ -112,7 +111,7 @@ fn conv_transpose<B: Backend>(conv: &ConvTranspose2d<B>, x: Tensor<B, 4>) -> Ten
         conv.dilation,
         conv.groups,
     );
-    conv_ops::conv_transpose2d(
+    vae_kernels::conv_transpose2d(
         x,
         conv.weight.val(),
         conv.bias.as_ref().map(|b| b.val()),

@@ -18,16 +18,16 @@
 //! rebuilt from the configuration it saved. [`persist`] saves and loads weights with burn's
 //! recorders and as safetensors.
 //!
-//! Feature `flex` (off by default; vae-train turns it on): when training on burn's Flex CPU
-//! backend (`Autodiff<Flex>`, f32), the conv models' weight gradients are one im2col GEMM each
-//! instead of burn's generic swapped-axes convolution. Same values to f32 rounding (tested
-//! against burn's path); every other backend is untouched.
+//! The networks are generic. The conv models' convolutions, batch norms and leaky ReLUs, and
+//! [`Activation::LeakyRelu`], go through the generic ops of `vae-kernels`
+//! ([`vae_kernels::conv2d`], [`vae_kernels::conv_transpose2d`], [`vae_kernels::batch_norm`],
+//! [`vae_kernels::leaky_relu`]): burn's own ops, except on burn's Flex CPU backend when that
+//! crate's `fast-kernels` feature is on (vae-train turns it on), where faster formulations with
+//! the same values (to f32 rounding) run.
 
 mod activation;
 mod architecture;
-mod batch_norm;
 mod conv;
-mod conv_ops;
 mod decoder;
 mod encoder;
 mod likelihood;

@@ -1,21 +1,17 @@
-//! The Bernoulli log-likelihood as one fused operation when training on burn's Flex CPU backend.
+//! The Bernoulli log-likelihood as one fused operation on burn's Flex CPU backend.
 //!
 //! The generic path, `Σ_d [x η − softplus(η)]`, is eight elementwise passes forward and as many
 //! backward over `[S, N, D]`, plus Flex's scalar `log1pf`/`expf` in `log_sigmoid` and its
 //! backward: about a fifth of an MLP VAE training step on the CPU (perf, `cargo xtask bench
-//! --cases mlp-b128`). Here, for `Autodiff<Flex>` and f32 only, the forward is one parallel pass
-//! that also keeps σ(η), and the backward is one pass with no transcendental function:
+//! --cases mlp-b128`). Here, for `Autodiff<Flex>` (and plain `Flex`, for evaluation) and f32
+//! only, the forward is one parallel pass that also keeps σ(η), and the backward is one pass
+//! with no transcendental function:
 //!
 //! * value: `Σ_d x·η − max(η, 0) − log1p(e^{−|η|})`, with exp and log1p of its own that the
-//!   compiler vectorises ([`crate::bernoulli_kernel`]);
+//!   compiler vectorises ([`super::simd_math`]);
 //! * ∂/∂η = g·(x − σ(η)) and ∂/∂x = Σ_s g·η.
-//!
-//! Every other backend, and every other element type, takes the generic path.
-
-use std::any::{Any, TypeId};
 
 use burn::backend::Flex;
-use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -24,44 +20,35 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Tensor, TensorData, TensorMetadata, TensorPrimitive, backend::Backend};
 use rayon::prelude::*;
 
-use crate::bernoulli_kernel::row_log_prob;
-
-type Ad = Autodiff<Flex, NoCheckpointing>;
-
-/// `value` as type `U`; called only once `T` and `U` are known to be the same type.
-fn same_type<T: 'static, U: 'static>(value: T) -> U {
-    let boxed: Box<dyn Any> = Box::new(value);
-    *boxed
-        .downcast::<U>()
-        .unwrap_or_else(|_| unreachable!("B is Autodiff<Flex>"))
-}
+use super::simd_math::row_log_prob;
+use crate::dispatch::{
+    AutodiffFlex, contiguous, dims, flex_primitive, flex_tensor, is_autodiff_flex, is_flex,
+    same_type,
+};
 
 /// `Σ_d [x η − softplus(η)]` for `x: [1, N, D]`, `eta: [S, N, D]` → `[S, N]`, when `B` is
-/// `Autodiff<Flex>` or `Flex` with f32 tensors; `None` otherwise (nothing consumed).
-pub(crate) fn log_prob<B: Backend>(x: &Tensor<B, 3>, eta: &Tensor<B, 3>) -> Option<Tensor<B, 2>> {
+/// `Autodiff<Flex>` or `Flex` with f32 tensors; otherwise the inputs, untouched.
+pub(crate) fn log_prob<B: Backend>(
+    x: Tensor<B, 3>,
+    eta: Tensor<B, 3>,
+) -> Result<Tensor<B, 2>, (Tensor<B, 3>, Tensor<B, 3>)> {
     if x.dtype() != DType::F32 || eta.dtype() != DType::F32 {
-        return None;
+        return Err((x, eta));
     }
-    if TypeId::of::<B>() == TypeId::of::<Flex>() {
+    if is_flex::<B>() {
         // Evaluation (no autodiff), e.g. importance sampling with thousands of samples.
-        let x = same_type::<_, Tensor<Flex, 3>>(x.clone())
-            .into_primitive()
-            .tensor();
-        let eta = same_type::<_, Tensor<Flex, 3>>(eta.clone())
-            .into_primitive()
-            .tensor();
+        let x = flex_primitive(same_type::<_, Tensor<Flex, 3>>(x));
+        let eta = flex_primitive(same_type::<_, Tensor<Flex, 3>>(eta));
         let forward = Forward::new(&x, &eta, false);
-        return Some(same_type::<Tensor<Flex, 2>, _>(Tensor::from_primitive(
-            TensorPrimitive::Float(forward.log_prob),
-        )));
+        return Ok(same_type(flex_tensor::<2>(forward.log_prob)));
     }
-    if TypeId::of::<B>() != TypeId::of::<Ad>() {
-        return None;
+    if !is_autodiff_flex::<B>() {
+        return Err((x, eta));
     }
-    let x = same_type::<_, Tensor<Ad, 3>>(x.clone())
+    let x = same_type::<_, Tensor<AutodiffFlex, 3>>(x)
         .into_primitive()
         .tensor();
-    let eta = same_type::<_, Tensor<Ad, 3>>(eta.clone())
+    let eta = same_type::<_, Tensor<AutodiffFlex, 3>>(eta)
         .into_primitive()
         .tensor();
     let forward = Forward::new(&x.primitive, &eta.primitive, true);
@@ -80,9 +67,9 @@ pub(crate) fn log_prob<B: Backend>(x: &Tensor<B, 3>, eta: &Tensor<B, 3>) -> Opti
         ),
         OpsKind::UnTracked(prep) => prep.finish(forward.log_prob),
     };
-    Some(same_type::<Tensor<Ad, 2>, _>(Tensor::from_primitive(
-        TensorPrimitive::Float(out),
-    )))
+    Ok(same_type::<Tensor<AutodiffFlex, 2>, _>(
+        Tensor::from_primitive(TensorPrimitive::Float(out)),
+    ))
 }
 
 #[derive(Debug)]
@@ -103,9 +90,7 @@ struct Forward {
 impl Forward {
     /// The row sums, and σ(η) for the backward pass when `keep_sigmoid` (else an empty tensor).
     fn new(x: &FlexTensor, eta: &FlexTensor, keep_sigmoid: bool) -> Self {
-        #[cfg(test)]
-        tests::FUSED_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (s, n, d) = dims(eta);
+        let [s, n, d] = dims(&eta.shape());
         let x = contiguous(x);
         let eta = contiguous(eta);
         let mut log_prob = vec![0f32; s * n];
@@ -148,7 +133,7 @@ impl Backward<Flex, 2> for BernoulliLogProb {
         let [node_x, node_eta] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
         let g = contiguous(&grad);
-        let (s, n, d) = dims(&ops.state.eta);
+        let [s, n, d] = dims(&ops.state.eta.shape());
         let x = contiguous(&ops.state.x);
         if let Some(node) = node_eta {
             // ∂/∂η = g·(x − σ(η)).
@@ -190,37 +175,18 @@ impl Backward<Flex, 2> for BernoulliLogProb {
     }
 }
 
-fn dims(t: &FlexTensor) -> (usize, usize, usize) {
-    let shape = t.shape();
-    (shape[0], shape[1], shape[2])
-}
-
-fn contiguous(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(
-            t.to_contiguous()
-                .as_slice::<f32>()
-                .expect("a fresh contiguous copy starts at offset 0")
-                .to_vec(),
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use burn::backend::{Autodiff, NdArray};
+    use burn::tensor::backend::AutodiffBackend;
     use burn::tensor::{Tensor, TensorData};
 
-    use super::{Ad, Flex};
-    use crate::{Bernoulli, ObservationModel};
+    use crate::dispatch::AutodiffFlex;
+    use crate::{bernoulli_log_prob, fast_path_counts};
+
+    use super::Flex;
 
     type Reference = Autodiff<NdArray<f64>>;
-
-    /// Fused forward passes run (proves `Bernoulli::log_prob` reached this module).
-    pub(super) static FUSED_CALLS: AtomicUsize = AtomicUsize::new(0);
 
     /// Logits across the whole range: exact zero, tiny, moderate, and |η| where e^{−|η|}
     /// underflows f32's `1 + e` (> 17) or e itself (> 104).
@@ -236,17 +202,19 @@ mod tests {
             .collect()
     }
 
-    fn run<B: burn::tensor::backend::AutodiffBackend>(
+    /// log p, ∂/∂η and ∂/∂x of Σ w·log p (unequal weights w per (sample, example), so a mix-up
+    /// of rows shows in the gradients), through [`bernoulli_log_prob`] on backend `B`.
+    fn run<B: AutodiffBackend>(
         x: &[f32],
         eta: &[f32],
         [s, n, d]: [usize; 3],
     ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let dev = Default::default();
-        let x = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [n, d]), &dev).require_grad();
+        let x =
+            Tensor::<B, 3>::from_data(TensorData::new(x.to_vec(), [1, n, d]), &dev).require_grad();
         let eta = Tensor::<B, 3>::from_data(TensorData::new(eta.to_vec(), [s, n, d]), &dev)
             .require_grad();
-        let log_prob = Bernoulli::from_logits(eta.clone()).log_prob(x.clone());
-        // Unequal weights per (sample, example), so a mix-up of rows shows in the gradients.
+        let log_prob = bernoulli_log_prob(x.clone(), eta.clone());
         let weights: Vec<f32> = (0..s * n).map(|i| 0.5 + i as f32).collect();
         let grads = (log_prob.clone() * Tensor::from_data(TensorData::new(weights, [s, n]), &dev))
             .sum()
@@ -270,25 +238,31 @@ mod tests {
                     if binary { v.round() } else { v }
                 })
                 .collect();
-            let calls = FUSED_CALLS.load(Ordering::Relaxed);
-            let fast = run::<Ad>(&x, &eta, [s, n, d]);
-            assert!(
-                FUSED_CALLS.load(Ordering::Relaxed) > calls,
+            let before = fast_path_counts().bernoulli_log_prob;
+            let fast = run::<AutodiffFlex>(&x, &eta, [s, n, d]);
+            assert_eq!(
+                fast_path_counts().bernoulli_log_prob,
+                before + 1,
                 "fused path not taken"
             );
             // Without autodiff (evaluation): the same values, bit for bit.
             let dev = Default::default();
-            let inference = Bernoulli::from_logits(Tensor::<Flex, 3>::from_data(
-                TensorData::new(eta.clone(), [s, n, d]),
-                &dev,
-            ))
-            .log_prob(Tensor::from_data(TensorData::new(x.clone(), [n, d]), &dev))
+            let inference = bernoulli_log_prob(
+                Tensor::<Flex, 3>::from_data(TensorData::new(x.clone(), [1, n, d]), &dev),
+                Tensor::<Flex, 3>::from_data(TensorData::new(eta.clone(), [s, n, d]), &dev),
+            )
             .into_data()
             .convert::<f64>()
             .to_vec::<f64>()
             .unwrap();
+            assert_eq!(fast_path_counts().bernoulli_log_prob, before + 2);
             assert_eq!(inference, fast.0, "evaluation and training paths agree");
             let reference = run::<Reference>(&x, &eta, [s, n, d]);
+            assert_eq!(
+                fast_path_counts().bernoulli_log_prob,
+                before + 2,
+                "NdArray takes the generic path"
+            );
             for (what, a, b) in [
                 ("log p", &fast.0, &reference.0),
                 ("d/d eta", &fast.1, &reference.1),
@@ -310,26 +284,36 @@ mod tests {
         let eta = [0.3f32];
         let flex = Default::default();
         let fused = super::log_prob(
-            &Tensor::<Ad, 3>::from_data(TensorData::new(vec![1.0f32], [1, 1, 1]), &flex),
-            &Tensor::<Ad, 3>::from_data(TensorData::new(eta.to_vec(), [1, 1, 1]), &flex),
+            Tensor::<AutodiffFlex, 3>::from_data(TensorData::new(vec![1.0f32], [1, 1, 1]), &flex),
+            Tensor::<AutodiffFlex, 3>::from_data(TensorData::new(eta.to_vec(), [1, 1, 1]), &flex),
         );
         // log p(x = 1) = log σ(0.3) = −log1p(e^{−0.3}), to within two f32 ulps.
         let exact = -(-0.3f64).exp().ln_1p();
-        let close = |value: Option<f32>| {
-            let value = f64::from(value.expect("fused path"));
+        let close = |value: f32| {
+            let value = f64::from(value);
             (value - exact).abs() <= 2.0 * f64::from(f32::EPSILON) * exact.abs()
         };
-        assert!(close(fused.map(|t| t.into_scalar())), "autodiff path");
-        let inference = super::log_prob(
-            &Tensor::<Flex, 3>::from_data(TensorData::new(vec![1.0f32], [1, 1, 1]), &flex),
-            &Tensor::<Flex, 3>::from_data(TensorData::new(eta.to_vec(), [1, 1, 1]), &flex),
+        assert!(
+            close(fused.unwrap_or_else(|_| panic!("fused path")).into_scalar()),
+            "autodiff path"
         );
-        assert!(close(inference.map(|t| t.into_scalar())), "inference path");
+        let inference = super::log_prob(
+            Tensor::<Flex, 3>::from_data(TensorData::new(vec![1.0f32], [1, 1, 1]), &flex),
+            Tensor::<Flex, 3>::from_data(TensorData::new(eta.to_vec(), [1, 1, 1]), &flex),
+        );
+        assert!(
+            close(
+                inference
+                    .unwrap_or_else(|_| panic!("fused path"))
+                    .into_scalar()
+            ),
+            "inference path"
+        );
         let ndarray = Default::default();
         let generic = super::log_prob(
-            &Tensor::<Reference, 3>::from_data(TensorData::new(vec![1.0f64], [1, 1, 1]), &ndarray),
-            &Tensor::<Reference, 3>::from_data(TensorData::new(vec![0.3f64], [1, 1, 1]), &ndarray),
+            Tensor::<Reference, 3>::from_data(TensorData::new(vec![1.0f64], [1, 1, 1]), &ndarray),
+            Tensor::<Reference, 3>::from_data(TensorData::new(vec![0.3f64], [1, 1, 1]), &ndarray),
         );
-        assert!(generic.is_none(), "other backends keep the generic path");
+        assert!(generic.is_err(), "other backends keep the generic path");
     }
 }

@@ -37,7 +37,7 @@ impl DataRoots {
 /// Why a directory was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
-    /// `--data-dir`.
+    /// A directory the caller named explicitly.
     Explicit,
     /// `$VAE_DATA_DIR/<name>`.
     Environment,

@@ -1,5 +1,5 @@
 //! Which checkpoint is complete: a small marker written atomically after the checkpoint files
-//! have been written *and read back*, so a crash while saving never leaves `--resume` pointing
+//! have been written *and read back*, so a crash while saving never leaves a resume pointing
 //! at a half-written file.
 
 use std::path::{Path, PathBuf};

@@ -247,7 +247,7 @@ where
                 if let Some(why) = self.control.non_finite() {
                     stop = StopReason::NonFinite(why);
                 } else if self.control.stop_requested() {
-                    // Saved under the previous epoch's number, so `--resume` (which starts after
+                    // Saved under the previous epoch's number, so resuming (which starts after
                     // the checkpoint's epoch) redoes this epoch from the saved state.
                     stop = match save(&learner, epoch - 1, false) {
                         Ok(marker) => {

@@ -134,6 +134,22 @@ fn check_known(given: &Value, known: &Value, prefix: &str) -> Result<(), CliErro
     }
 }
 
+/// The first key path whose value in `given` has another JSON type than in `reference`.
+fn type_mismatch(given: &Value, reference: &Value, prefix: &str) -> Option<String> {
+    match (given, reference) {
+        (Value::Object(g), Value::Object(r)) => g.iter().find_map(|(k, v)| {
+            r.get(k)
+                .and_then(|rv| type_mismatch(v, rv, &format!("{prefix}.{k}")))
+        }),
+        (Value::Number(_), Value::Number(_))
+        | (Value::String(_), Value::String(_))
+        | (Value::Bool(_), Value::Bool(_))
+        | (Value::Array(_), Value::Array(_))
+        | (Value::Null, Value::Null) => None,
+        _ => Some(prefix.to_string()),
+    }
+}
+
 /// Deserialises `value`, naming the key (`prefix.path`) of a value that does not fit.
 fn deserialize<T: serde::de::DeserializeOwned>(value: &Value, prefix: &str) -> Result<T, CliError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
@@ -262,6 +278,7 @@ impl Settings {
     pub fn with_model<S: ModelSpec>(self, shape: ImageShape) -> Result<RunConfig<S>, CliError> {
         let preset = S::preset(&self.dataset, shape)
             .map(|p| serde_json::to_value(p).expect("model specifications serialise"));
+        let preset_json = preset.clone();
         let table = match (preset, self.model) {
             (Some(mut base), Some(layer)) => {
                 merge(&mut base, layer);
@@ -276,7 +293,27 @@ impl Settings {
                 });
             }
         };
-        let model: S = deserialize(&table, "model")?;
+        let model: S = deserialize(&table, "model").map_err(|e| {
+            // Inside an internally tagged enum serde reports no path; a value whose JSON type
+            // differs from the preset's at the same key is then the likely culprit.
+            match (
+                &e,
+                preset_json
+                    .as_ref()
+                    .and_then(|p| type_mismatch(&table, p, "model")),
+            ) {
+                (
+                    CliError::Config {
+                        source_name,
+                        message,
+                    },
+                    Some(key),
+                ) if source_name == "configuration key `model`" => {
+                    CliError::config(format!("configuration key `{key}`"), message)
+                }
+                _ => e,
+            }
+        })?;
         check_known(
             &table,
             &serde_json::to_value(&model).expect("model specifications serialise"),

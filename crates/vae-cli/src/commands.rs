@@ -147,22 +147,35 @@ fn timestamp() -> String {
     )
 }
 
-/// Ctrl-C asks the run to checkpoint and stop; a second Ctrl-C exits at once.
+/// The run that Ctrl-C stops: the process has one signal handler, installed once, and each
+/// `train` command points it at its own run (so `execute` may train several times).
+static CTRL_C_TARGET: std::sync::Mutex<Option<Arc<RunControl>>> = std::sync::Mutex::new(None);
+
+/// Ctrl-C asks the current run to checkpoint and stop; a second Ctrl-C exits at once.
 fn install_ctrl_c(control: Arc<RunControl>) -> Result<(), CliError> {
-    let pressed = AtomicBool::new(false);
-    ctrlc::set_handler(move || {
-        if pressed.swap(true, Ordering::SeqCst) {
-            eprintln!("\nsecond Ctrl-C: exiting without a checkpoint");
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\nCtrl-C: finishing the current step, then saving a checkpoint (Ctrl-C again to quit now)"
-        );
-        control.request_stop();
-    })
-    .map_err(|e| CliError::Usage {
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    if let Ok(mut target) = CTRL_C_TARGET.lock() {
+        *target = Some(control);
+    }
+    let installed = INSTALLED.get_or_init(|| {
+        let pressed = AtomicBool::new(false);
+        ctrlc::set_handler(move || {
+            if pressed.swap(true, Ordering::SeqCst) {
+                eprintln!("\nsecond Ctrl-C: exiting without a checkpoint");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\nCtrl-C: finishing the current step, then saving a checkpoint (Ctrl-C again to quit now)"
+            );
+            if let Some(control) = CTRL_C_TARGET.lock().ok().and_then(|t| t.clone()) {
+                control.request_stop();
+            }
+        })
+        .map_err(|e| e.to_string())
+    });
+    installed.clone().map_err(|problem| CliError::Usage {
         flag: "Ctrl-C",
-        problem: format!("cannot install the handler: {e}"),
+        problem: format!("cannot install the handler: {problem}"),
     })
 }
 

@@ -4,6 +4,9 @@
 //! `cargo bench -p vae-core --bench core` measures burn's generic ops; add
 //! `--features vae-kernels/fast-kernels` for the Flex fast paths training uses.
 
+// criterion_group! and criterion_main! generate undocumented public functions.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use burn::backend::{Autodiff, Flex};

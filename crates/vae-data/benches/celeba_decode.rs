@@ -3,6 +3,9 @@
 //!
 //! `cargo bench -p vae-data --bench celeba_decode`
 
+// criterion_group! and criterion_main! generate undocumented public functions.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::path::PathBuf;
 

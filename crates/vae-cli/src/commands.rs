@@ -442,3 +442,21 @@ fn data(args: DataArgs) -> Result<(), CliError> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_ctrl_c_handler_serves_every_run_of_the_process() {
+        let first = RunControl::new(burn::train::Interrupter::new());
+        let second = RunControl::new(burn::train::Interrupter::new());
+        install_ctrl_c(first).expect("the handler installs");
+        install_ctrl_c(second.clone()).expect("a second run reuses it");
+        let target = CTRL_C_TARGET.lock().unwrap().clone().unwrap();
+        assert!(
+            Arc::ptr_eq(&target, &second),
+            "Ctrl-C stops the current run"
+        );
+    }
+}

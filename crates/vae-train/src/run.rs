@@ -20,7 +20,7 @@ use crate::report::RunMetrics;
 use crate::run_dir::{RunConfig, RunDir, RunInfo};
 use crate::spec::{ModelSpec, ModelVisitor};
 use crate::strategy::{LoopOutcome, StopReason};
-use crate::trainer::Trainer;
+use crate::trainer::{Trainer, checkpoint_to_resume};
 
 /// How [`train_run`] trains, besides the run's configuration.
 #[derive(Clone)]
@@ -106,26 +106,7 @@ pub fn train_run<S: ModelSpec, B: AutodiffBackend>(
     config.validate()?;
     config.model.validate(data.shape)?;
     // Refuse before anything is written: a finished or existing run keeps its configuration.
-    match (options.resume, run.last_checkpoint()?) {
-        (false, Some(m)) => {
-            return Err(TrainError::RunExists {
-                dir: run.path().to_path_buf(),
-                epoch: m.epoch,
-            });
-        }
-        (true, None) => {
-            return Err(TrainError::NothingToResume {
-                dir: run.path().to_path_buf(),
-            });
-        }
-        (true, Some(m)) if m.epoch >= config.training.epochs => {
-            return Err(TrainError::AlreadyTrained {
-                dir: run.path().to_path_buf(),
-                epoch: m.epoch,
-            });
-        }
-        _ => {}
-    }
+    checkpoint_to_resume(run.path(), options.resume, config.training.epochs)?;
     B::seed(device, config.training.seed);
     run.write_config(config)?;
     let data_dir = std::path::absolute(&data.dir).unwrap_or_else(|_| data.dir.clone());

@@ -309,39 +309,22 @@ where
         let control = control.unwrap_or_else(|| RunControl::new(Interrupter::new()));
 
         let checkpoints = checkpoints_dir(&run_dir);
-        let marker = CheckpointMarker::read(&checkpoints.join("checkpoint"))?;
+        let start = checkpoint_to_resume(&run_dir, resume, config.epochs)?;
         let mut history = History::default();
-        let start = match (resume, marker) {
-            (true, None) => return Err(TrainError::NothingToResume { dir: run_dir }),
-            (true, Some(m)) if m.epoch >= config.epochs => {
-                return Err(TrainError::AlreadyTrained {
-                    dir: run_dir,
-                    epoch: m.epoch,
-                });
-            }
-            (true, Some(m)) => {
-                let path = history_path(&run_dir);
-                match std::fs::read(&path) {
-                    Ok(bytes) => {
-                        history = serde_json::from_slice(&bytes).map_err(|e| {
-                            TrainError::file(&path, format!("unreadable epoch history: {e}"))
-                        })?;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(TrainError::file(&path, e)),
+        if let Some(m) = start {
+            let path = history_path(&run_dir);
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    history = serde_json::from_slice(&bytes).map_err(|e| {
+                        TrainError::file(&path, format!("unreadable epoch history: {e}"))
+                    })?;
                 }
-                history.train.retain(|e| e.epoch <= m.epoch);
-                history.valid.retain(|e| e.epoch <= m.epoch);
-                Some(m)
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(TrainError::file(&path, e)),
             }
-            (false, Some(m)) => {
-                return Err(TrainError::RunExists {
-                    dir: run_dir,
-                    epoch: m.epoch,
-                });
-            }
-            (false, None) => None,
-        };
+            history.train.retain(|e| e.epoch <= m.epoch);
+            history.valid.retain(|e| e.epoch <= m.epoch);
+        }
         let first_epoch = start.map_or(1, |m| m.epoch + 1);
         let steps_done = start.map_or(0, |m| m.optimizer_steps);
 
@@ -447,6 +430,33 @@ where
             first_epoch,
             train_images_per_second: examples as f64 / seconds.max(1e-9),
         })
+    }
+}
+
+/// The checkpoint a run in `run_dir` continues from: `None` for a new run, the last complete
+/// checkpoint when resuming to `epochs`. Refuses a new run over a checkpointed one, a resume
+/// with nothing to resume, and a resume of a run already trained to `epochs`.
+pub(crate) fn checkpoint_to_resume(
+    run_dir: &std::path::Path,
+    resume: bool,
+    epochs: usize,
+) -> Result<Option<CheckpointMarker>, TrainError> {
+    let dir = || run_dir.to_path_buf();
+    match (
+        resume,
+        CheckpointMarker::read(&checkpoints_dir(run_dir).join("checkpoint"))?,
+    ) {
+        (false, None) => Ok(None),
+        (false, Some(m)) => Err(TrainError::RunExists {
+            dir: dir(),
+            epoch: m.epoch,
+        }),
+        (true, None) => Err(TrainError::NothingToResume { dir: dir() }),
+        (true, Some(m)) if m.epoch >= epochs => Err(TrainError::AlreadyTrained {
+            dir: dir(),
+            epoch: m.epoch,
+        }),
+        (true, Some(m)) => Ok(Some(m)),
     }
 }
 

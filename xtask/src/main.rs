@@ -58,13 +58,15 @@ enum Command {
 fn main() {
     keep_freed_memory();
     let result = match Cli::parse().command {
-        Command::Run(command) => {
-            vae_cli::execute::<Architecture>(command).map_err(anyhow::Error::from)
-        }
-        Command::Bench(args) => bench::run(args),
+        Command::Run(command) => vae_cli::execute::<Architecture>(command).map_err(|e| {
+            // 130 / 143 for a run stopped by Ctrl-C / SIGTERM, so `train && eval` stops too.
+            let code = e.exit_code();
+            (anyhow::Error::from(e), code)
+        }),
+        Command::Bench(args) => bench::run(args).map_err(|e| (e, 1)),
     };
-    if let Err(e) = result {
+    if let Err((e, code)) = result {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(code);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use clap::{Args, Subcommand};
 use vae_data::{DataOptions, DataRoots, Downloader, load_dataset, locate, verify_dataset};
@@ -147,36 +147,87 @@ fn timestamp() -> String {
     )
 }
 
-/// The run that Ctrl-C stops: the process has one signal handler, installed once, and each
-/// `train` command points it at its own run (so `execute` may train several times).
-static CTRL_C_TARGET: std::sync::Mutex<Option<Arc<RunControl>>> = std::sync::Mutex::new(None);
+/// The run that a stop signal stops: the process has one signal handler, installed once, and
+/// each `train` command points it at its own run (so `execute` may train several times).
+static STOP_TARGET: std::sync::Mutex<Option<Arc<RunControl>>> = std::sync::Mutex::new(None);
 
-/// Ctrl-C asks the current run to checkpoint and stop; a second Ctrl-C exits at once.
-fn install_ctrl_c(control: Arc<RunControl>) -> Result<(), CliError> {
+/// The signal that stopped the current run (0: none yet).
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// SIGINT's and SIGTERM's numbers (the exit status is 128 + the signal, as a shell reports).
+pub(crate) const SIGINT: i32 = 2;
+pub(crate) const SIGTERM: i32 = 15;
+
+/// Ctrl-C (SIGINT) or SIGTERM — what batch schedulers send before a kill — asks the current
+/// run to finish its step and checkpoint; a second signal, or one while no run is training,
+/// exits at once (the last complete checkpoint stays intact whenever it arrives).
+fn install_stop_signals(control: Arc<RunControl>) -> Result<(), CliError> {
     static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    if let Ok(mut target) = CTRL_C_TARGET.lock() {
+    if let Ok(mut target) = STOP_TARGET.lock() {
         *target = Some(control);
     }
+    STOP_SIGNAL.store(0, Ordering::SeqCst);
     let installed = INSTALLED.get_or_init(|| {
-        let pressed = AtomicBool::new(false);
-        ctrlc::set_handler(move || {
-            if pressed.swap(true, Ordering::SeqCst) {
-                eprintln!("\nsecond Ctrl-C: exiting without a checkpoint");
-                std::process::exit(130);
-            }
-            eprintln!(
-                "\nCtrl-C: finishing the current step, then saving a checkpoint (Ctrl-C again to quit now)"
-            );
-            if let Some(control) = CTRL_C_TARGET.lock().ok().and_then(|t| t.clone()) {
-                control.request_stop();
-            }
-        })
-        .map_err(|e| e.to_string())
+        #[cfg(unix)]
+        {
+            let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+                .map_err(|e| e.to_string())?;
+            std::thread::Builder::new()
+                .name("stop-signals".into())
+                .spawn(move || {
+                    for signal in signals.forever() {
+                        on_stop_signal(signal);
+                    }
+                })
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        #[cfg(not(unix))]
+        {
+            ctrlc::set_handler(|| on_stop_signal(SIGINT)).map_err(|e| e.to_string())
+        }
     });
     installed.clone().map_err(|problem| CliError::Usage {
         flag: "Ctrl-C",
-        problem: format!("cannot install the handler: {problem}"),
+        problem: format!("cannot install the signal handler: {problem}"),
     })
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        SIGTERM => "SIGTERM",
+        _ => "Ctrl-C",
+    }
+}
+
+fn on_stop_signal(signal: i32) {
+    let target = STOP_TARGET.lock().ok().and_then(|t| t.clone());
+    let first = STOP_SIGNAL
+        .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok();
+    match target {
+        Some(control) if first => {
+            eprintln!(
+                "\n{}: finishing the current step, then saving a checkpoint (again to quit at once)",
+                signal_name(signal)
+            );
+            control.request_stop();
+        }
+        _ => {
+            eprintln!(
+                "\n{}: exiting now; the last complete checkpoint is kept",
+                signal_name(signal)
+            );
+            std::process::exit(128 + signal);
+        }
+    }
+}
+
+/// The run is over: signals exit at once again.
+fn release_stop_signals() {
+    if let Ok(mut target) = STOP_TARGET.lock() {
+        *target = None;
+    }
 }
 
 /// A run that fails before writing anything (data missing, no GPU) leaves no empty directory
@@ -261,7 +312,7 @@ fn train<S: ModelSpec>(args: TrainArgs) -> Result<(), CliError> {
         let data = load_dataset(dataset, data_dir.as_deref(), &settings.data, true)?;
         let config = settings.clone().with_model::<S>(data.shape)?;
         let control = RunControl::new(burn::train::Interrupter::new());
-        install_ctrl_c(control.clone())?;
+        install_stop_signals(control.clone())?;
         Ok((choice, data, config, control))
     })();
     let (choice, data, config, control) = discard_if_empty(prepared, &out, created)?;
@@ -282,15 +333,22 @@ fn train<S: ModelSpec>(args: TrainArgs) -> Result<(), CliError> {
     };
     let outcome = with_backend!(choice, |B, device| train_run::<S, B>(
         &run, &config, &data, &device, options
-    ))?;
+    ));
+    release_stop_signals();
+    let outcome = outcome?;
+    if let Some(bad) = &outcome.resume_fallback {
+        eprintln!("warning: checkpoint file {bad}; resumed from the checkpoint before it");
+    }
     match &outcome.stopped.stop {
         StopReason::Finished | StopReason::EarlyStopped(_) => {}
         StopReason::UserStop(epoch) => {
-            println!(
-                "stopped during epoch {epoch}; the state is checkpointed. `--resume --out {}` redoes epoch {epoch} from it",
-                out.display()
-            );
-            return Ok(());
+            let signal = STOP_SIGNAL.load(Ordering::SeqCst);
+            return Err(CliError::Interrupted {
+                signal: if signal == 0 { SIGINT } else { signal },
+                signal_name: signal_name(signal),
+                epoch: *epoch,
+                out: out.clone(),
+            });
         }
         StopReason::NonFinite(_) => {
             let advice = match outcome.stopped.last_checkpoint {
@@ -451,9 +509,9 @@ mod tests {
     fn one_ctrl_c_handler_serves_every_run_of_the_process() {
         let first = RunControl::new(burn::train::Interrupter::new());
         let second = RunControl::new(burn::train::Interrupter::new());
-        install_ctrl_c(first).expect("the handler installs");
-        install_ctrl_c(second.clone()).expect("a second run reuses it");
-        let target = CTRL_C_TARGET.lock().unwrap().clone().unwrap();
+        install_stop_signals(first).expect("the handler installs");
+        install_stop_signals(second.clone()).expect("a second run reuses it");
+        let target = STOP_TARGET.lock().unwrap().clone().unwrap();
         assert!(
             Arc::ptr_eq(&target, &second),
             "Ctrl-C stops the current run"

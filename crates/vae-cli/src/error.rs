@@ -71,6 +71,23 @@ pub enum CliError {
         /// What went wrong.
         message: String,
     },
+    /// A stop signal (Ctrl-C, SIGTERM) stopped training; the state is checkpointed. The
+    /// process exits with 128 + the signal's number (130, 143), as a shell reports a
+    /// signal, so `train && eval` does not carry on.
+    #[error(
+        "stopped by {signal_name} during epoch {epoch}; the state is checkpointed: `--resume --out {}` redoes epoch {epoch} from it",
+        .out.display()
+    )]
+    Interrupted {
+        /// The signal's number.
+        signal: i32,
+        /// Its name for people.
+        signal_name: &'static str,
+        /// The epoch it interrupted.
+        epoch: usize,
+        /// The run directory.
+        out: PathBuf,
+    },
     /// Training stopped before its end in a way that is a failure (divergence, data or
     /// checkpoint errors).
     #[error("training {reason}. {advice}")]
@@ -83,6 +100,15 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// The process exit status for this error: 128 + the signal for a run stopped by one,
+    /// else 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Interrupted { signal, .. } => 128 + signal,
+            _ => 1,
+        }
+    }
+
     pub(crate) fn config(source_name: impl Into<String>, message: impl std::fmt::Display) -> Self {
         Self::Config {
             source_name: source_name.into(),

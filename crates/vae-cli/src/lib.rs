@@ -44,7 +44,8 @@ struct Cli {
 }
 
 /// Parses the process's arguments as `<name> train|eval|sample|data …` and runs the command
-/// for runs of model specification `S`; on failure prints `error: …` and exits with status 1.
+/// for runs of model specification `S`; on failure prints `error: …` and exits with
+/// [`CliError::exit_code`] (1, or 130 / 143 for a run stopped by Ctrl-C / SIGTERM).
 pub fn main<S: ModelSpec>(name: &'static str) {
     use clap::CommandFactory;
     let matches = Cli::command()
@@ -57,6 +58,6 @@ pub fn main<S: ModelSpec>(name: &'static str) {
     };
     if let Err(e) = execute::<S>(cli.command) {
         eprintln!("error: {e}");
-        std::process::exit(1);
+        std::process::exit(e.exit_code());
     }
 }

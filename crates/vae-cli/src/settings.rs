@@ -72,6 +72,15 @@ fn assignments(pairs: &[(String, String)], what: &str) -> Result<Value, CliError
             ));
         }
         let is_toml = toml::from_str::<toml::Table>(&format!("v = {value}")).is_ok();
+        let digits = value.strip_prefix(['-', '+']).unwrap_or(value);
+        if !is_toml && !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit() || c == '_') {
+            // An integer TOML cannot hold: say so, rather than "expected an integer, found a
+            // string".
+            return Err(CliError::config(
+                format!("configuration key `{key}`"),
+                format!("{value} is too large (at most {})", i64::MAX),
+            ));
+        }
         let value = if is_toml {
             value.clone()
         } else {
@@ -159,7 +168,24 @@ fn deserialize<T: serde::de::DeserializeOwned>(value: &Value, prefix: &str) -> R
             (false, ".") => prefix.to_string(),
             (false, _) => format!("{prefix}.{path}"),
         };
-        CliError::config(format!("configuration key `{key}`"), e.into_inner())
+        // Settings arrive here as JSON, where NaN and ±∞ become null.
+        let message = match value_at(value, e.path()) {
+            Some(Value::Null) => {
+                "must be a finite number (NaN and infinity are not allowed)".to_string()
+            }
+            _ => e.into_inner().to_string(),
+        };
+        CliError::config(format!("configuration key `{key}`"), message)
+    })
+}
+
+/// The value at a deserialisation error's path.
+fn value_at<'a>(value: &'a Value, path: &serde_path_to_error::Path) -> Option<&'a Value> {
+    use serde_path_to_error::Segment;
+    path.iter().try_fold(value, |v, segment| match segment {
+        Segment::Map { key } => v.get(key),
+        Segment::Seq { index } => v.get(*index),
+        _ => None,
     })
 }
 

@@ -112,6 +112,40 @@ pub enum TrainError {
         /// The last epoch trained.
         epoch: usize,
     },
+    /// No checkpoint of the run can be read: the latest's bad file (the previous one, if
+    /// any, was unreadable too).
+    #[error("cannot resume: checkpoint file {0}, and no earlier checkpoint is readable")]
+    Checkpoint(#[from] crate::checkpoint::CheckpointFileError),
+    /// What was asked for would not fit in memory (estimated before allocating).
+    #[error("{what} needs about {} of memory but {} is available; {advice}", crate::memory::human(*.needed), crate::memory::human(u128::from(*.available)))]
+    Memory {
+        /// What needs it.
+        what: String,
+        /// Estimated bytes.
+        needed: u128,
+        /// Bytes available.
+        available: u64,
+        /// Which setting lowers it.
+        advice: String,
+    },
+    /// Another process (or command) is writing the run.
+    #[error("{dir} is in use by {}; wait for it to finish or stop it", .pid.map_or("another process".to_string(), |p| format!("process {p}")))]
+    Locked {
+        /// The run directory.
+        dir: PathBuf,
+        /// The process holding the lock, when it could be read.
+        pid: Option<u32>,
+    },
+    /// Resuming with settings that change what the checkpoints were trained on.
+    #[error(
+        "cannot resume with changed {}: they change the model or the data of the checkpoints (a resume may change only {}); start a new run instead",
+        .keys.join(", "),
+        crate::run_dir::RESUMABLE_KEYS.join(", ")
+    )]
+    ResumeChanges {
+        /// The changed keys that a resume may not change.
+        keys: Vec<String>,
+    },
     /// A run directory holds a run of another dataset than the one asked for.
     #[error("{dir} is a run on {found}, not on {requested}")]
     OtherDataset {

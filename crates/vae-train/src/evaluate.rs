@@ -5,7 +5,7 @@ use burn::data::dataset::Dataset;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use vae_core::{ElboSummary, ImportanceSampling, bits_per_dim, bits_per_dim_8bit};
-use vae_data::{DataError, ImageBatch, ImageBatcher, ImageItem};
+use vae_data::{DataError, ImageBatch, ImageBatcher, ImageItem, PixelMode};
 use vae_models::{Decoder, Encoder, Likelihood, Vae};
 
 use crate::error::TrainError;
@@ -14,18 +14,29 @@ use crate::error::TrainError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BitsPerDim {
-    /// nats / (D ln 2): for discrete likelihoods (Bernoulli).
+    /// nats / (D ln 2): for a discrete likelihood of discrete data (Bernoulli on binarised
+    /// pixels).
     Discrete,
-    /// nats / (D ln 2) + 8: for densities on [0, 1]-scaled 8-bit pixels.
+    /// nats / (D ln 2) + 8: for a density of 8-bit pixels scaled to [0, 1] *and dequantised*
+    /// (uniform noise added); runs of older versions also used it without dequantisation.
     Density8Bit,
 }
 
 impl BitsPerDim {
-    /// The convention that fits a likelihood.
-    pub fn for_likelihood(likelihood: Likelihood) -> Self {
-        match likelihood {
-            Likelihood::Bernoulli => Self::Discrete,
-            _ => Self::Density8Bit,
+    /// The convention under which −ELBO in bits per dimension is a code length of the test
+    /// data, or why there is none. Only a Bernoulli likelihood on binarised pixels qualifies
+    /// here: on continuous pixels a Bernoulli "likelihood" is not a probability of the data,
+    /// and a density of pixels that were not dequantised is not one either (it can grow
+    /// without bound at the 256 pixel values).
+    pub fn for_data(likelihood: Likelihood, eval_pixels: &PixelMode) -> Result<Self, String> {
+        match (likelihood, eval_pixels) {
+            (Likelihood::Bernoulli, PixelMode::Continuous) => Err(
+                "not reported: a Bernoulli likelihood of continuous pixels is not a probability of the data; binarise the test pixels (data.eval_pixels) for bits per dimension".into(),
+            ),
+            (Likelihood::Bernoulli, _) => Ok(Self::Discrete),
+            (other, _) => Err(format!(
+                "not reported: the {other:?} likelihood is a density of pixels that are not dequantised, so its bits per dimension are not a code length"
+            )),
         }
     }
 
@@ -51,6 +62,12 @@ pub struct TestMetrics {
     /// How `bits_per_dim` was computed.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub bits_per_dim_convention: Option<BitsPerDim>,
+    /// Why `bits_per_dim` is absent, when it is.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bits_per_dim_note: Option<String>,
+    /// The epoch of the weights evaluated (absent in runs of older versions).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub epoch: Option<usize>,
     /// Examples evaluated.
     pub examples: usize,
     /// Importance-sampled log p(x), nats per example (from `eval`).
@@ -109,6 +126,8 @@ pub fn evaluate<B: Backend, E: Encoder<B>, D: Decoder<B>>(
         elbo: summary,
         bits_per_dim: bits.map(|b| b.convert(summary.neg_elbo_nats, vae.data_dim())),
         bits_per_dim_convention: bits,
+        bits_per_dim_note: None,
+        epoch: None,
         examples: parts.iter().map(|(_, n)| n).sum(),
         is_log_px_nats: None,
         importance_samples: None,

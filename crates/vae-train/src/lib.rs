@@ -37,8 +37,10 @@ pub mod backend;
 pub mod checkpoint;
 mod config;
 mod error;
+mod fault;
 pub mod evaluate;
 mod logger;
+pub mod memory;
 pub mod metrics;
 mod optimizer;
 mod plot;
@@ -62,7 +64,7 @@ pub use report::{RunMetrics, SplitCurves};
 pub use run::{
     EvalOptions, RunOptions, RunOutcome, evaluate_run, load_run_data, sample_run, train_run,
 };
-pub use run_dir::{RunConfig, RunDir, RunInfo};
+pub use run_dir::{RESUMABLE_KEYS, RunConfig, RunDir, RunInfo, RunLock};
 pub use schedule::Scheduler;
 pub use spec::{ModelSpec, ModelVisitor};
 pub use step::{ElboTerms, TrainableVae};

@@ -31,6 +31,10 @@ pub struct EpochMetrics {
     pub examples: usize,
     /// Wall time of the split's pass, seconds.
     pub seconds: f64,
+    /// The pass was interrupted (a stop or a NaN) before the end of the split: the means
+    /// are over the `examples` it reached.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 /// Train and validation epoch metrics of a run, in epoch order.
@@ -207,6 +211,10 @@ impl EpochRenderer {
             },
             examples,
             seconds: self.started.elapsed().as_secs_f64(),
+            partial: self
+                .progress
+                .as_ref()
+                .is_some_and(|p| p.items_processed < p.items_total),
         };
         let rate = examples as f64 / metrics.seconds.max(1e-9);
         if self.live {

@@ -20,6 +20,10 @@ pub struct SplitCurves {
     pub log_likelihood_nats: Vec<f64>,
     /// KL per epoch.
     pub kl_nats: Vec<f64>,
+    /// The last epoch, when it was interrupted (a stop or a NaN) before its end: its values
+    /// are means over the examples it reached. Resuming trains it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_epoch: Option<usize>,
 }
 
 impl SplitCurves {
@@ -29,6 +33,7 @@ impl SplitCurves {
             neg_elbo_nats: epochs.iter().map(|m| m.elbo.neg_elbo_nats).collect(),
             log_likelihood_nats: epochs.iter().map(|m| m.elbo.log_likelihood_nats).collect(),
             kl_nats: epochs.iter().map(|m| m.elbo.kl_nats).collect(),
+            partial_epoch: epochs.iter().find(|m| m.partial).map(|m| m.epoch),
         }
     }
 }
@@ -46,8 +51,13 @@ pub struct RunMetrics {
     pub train: SplitCurves,
     /// Validation curves.
     pub valid: SplitCurves,
-    /// Test-set evaluation (`eval` adds `is_log_px_nats`).
+    /// Test-set evaluation of the weights in `model.safetensors` (`eval` adds
+    /// `is_log_px_nats`).
     pub test: Option<TestMetrics>,
+    /// Evaluations of earlier weights of the run (before a resume trained further), oldest
+    /// first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_tests: Vec<TestMetrics>,
     /// Training throughput of the last invocation, images per second (forward, ELBO,
     /// backward and optimizer step, data loading included).
     pub train_images_per_second: f64,
@@ -71,9 +81,31 @@ impl RunMetrics {
             train: SplitCurves::from_epochs(&history.train),
             valid: SplitCurves::from_epochs(&history.valid),
             test: None,
+            earlier_tests: Vec::new(),
             train_images_per_second: images_per_second,
             stopped,
         }
+    }
+
+    /// Keeps the evaluations of `earlier` (this run's `metrics.json` before a resume), and
+    /// its throughput when this invocation trained nothing.
+    pub fn keep_evaluations_of(&mut self, earlier: RunMetrics) {
+        self.test = earlier.test;
+        self.earlier_tests = earlier.earlier_tests;
+        if self.train_images_per_second == 0.0 {
+            self.train_images_per_second = earlier.train_images_per_second;
+        }
+    }
+
+    /// Records the evaluation of new weights; an evaluation of other weights moves to
+    /// `earlier_tests`.
+    pub fn set_test(&mut self, test: TestMetrics) {
+        if let Some(old) = self.test.take()
+            && old.epoch != test.epoch
+        {
+            self.earlier_tests.push(old);
+        }
+        self.test = Some(test);
     }
 
     /// Writes `metrics.json` atomically.

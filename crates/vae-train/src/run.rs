@@ -62,6 +62,9 @@ pub struct RunOutcome {
     pub first_epoch: usize,
     /// What `metrics.json` now holds.
     pub metrics: RunMetrics,
+    /// When resuming: the latest checkpoint's file that could not be read, if training
+    /// continued from the previous checkpoint instead.
+    pub resume_fallback: Option<crate::checkpoint::CheckpointFileError>,
 }
 
 impl RunOutcome {
@@ -105,8 +108,21 @@ pub fn train_run<S: ModelSpec, B: AutodiffBackend>(
 ) -> Result<RunOutcome, TrainError> {
     config.validate()?;
     config.model.validate(data.shape)?;
-    // Refuse before anything is written: a finished or existing run keeps its configuration.
-    checkpoint_to_resume(run.path(), options.resume, config.training.epochs)?;
+    let _lock = run.lock()?;
+    // Refuse before anything is written: a finished or existing run keeps its configuration,
+    // and a resumed one its model and data.
+    let earlier = if options.resume {
+        config.check_resumable_from(&run.read_config::<S>()?)?;
+        run.read_metrics().ok()
+    } else {
+        None
+    };
+    checkpoint_to_resume(
+        run.path(),
+        options.resume,
+        config.training.epochs,
+        run.is_finished(),
+    )?;
     B::seed(device, config.training.seed);
     run.write_config(config)?;
     let data_dir = std::path::absolute(&data.dir).unwrap_or_else(|_| data.dir.clone());
@@ -123,6 +139,7 @@ pub fn train_run<S: ModelSpec, B: AutodiffBackend>(
             data,
             device,
             options,
+            earlier,
         },
     )?
 }
@@ -133,6 +150,8 @@ struct TrainVisitor<'a, S, B: AutodiffBackend> {
     data: &'a DataSplits,
     device: &'a B::Device,
     options: RunOptions,
+    /// `metrics.json` before this invocation (when resuming): its evaluations are kept.
+    earlier: Option<RunMetrics>,
 }
 
 impl<S: ModelSpec, B: AutodiffBackend> ModelVisitor<B> for TrainVisitor<'_, S, B> {
@@ -148,6 +167,7 @@ impl<S: ModelSpec, B: AutodiffBackend> ModelVisitor<B> for TrainVisitor<'_, S, B
             data,
             device,
             options,
+            earlier,
         } = self;
         let mut trainer = Trainer::new(model, device.clone())
             .data(data.train.clone(), data.valid.clone())
@@ -166,9 +186,13 @@ impl<S: ModelSpec, B: AutodiffBackend> ModelVisitor<B> for TrainVisitor<'_, S, B
             result.train_images_per_second,
             result.outcome.stop.to_string(),
         );
+        if let Some(earlier) = earlier {
+            metrics.keep_evaluations_of(earlier);
+        }
         let outcome = |metrics| RunOutcome {
             stopped: result.outcome.clone(),
             first_epoch: result.first_epoch,
+            resume_fallback: result.resume_fallback.clone(),
             metrics,
         };
         if !matches!(
@@ -178,16 +202,21 @@ impl<S: ModelSpec, B: AutodiffBackend> ModelVisitor<B> for TrainVisitor<'_, S, B
             run.write_metrics(&metrics)?;
             return Ok(outcome(metrics));
         }
+        crate::fault::point("training-finished");
         let model = result.model;
-        let bits = config.model.likelihood().map(BitsPerDim::for_likelihood);
+        let (bits, note) = match config.model.likelihood() {
+            Some(likelihood) => match BitsPerDim::for_data(likelihood, &config.data.eval_pixels) {
+                Ok(bits) => (Some(bits), None),
+                Err(note) => (None, Some(note)),
+            },
+            None => (None, None),
+        };
         let batch = config.training.batch_size.max(256);
-        metrics.test = Some(evaluate::evaluate(
-            &model,
-            data.test.as_ref(),
-            batch,
-            bits,
-            device,
-        )?);
+        let mut test = evaluate::evaluate(&model, data.test.as_ref(), batch, bits, device)?;
+        test.bits_per_dim_note = note;
+        test.epoch = Some(metrics.epochs);
+        metrics.set_test(test);
+        // metrics.json last: its test evaluation of the last epoch marks the run finished.
         persist::save_safetensors(&model, &run.weights_file())?;
         artifacts::write_model_pictures(
             &model,
@@ -229,6 +258,7 @@ pub fn evaluate_run<S: ModelSpec, B: AutodiffBackend>(
 ) -> Result<TestMetrics, TrainError> {
     let config: RunConfig<S> = run.read_config()?;
     config.model.validate(data.shape)?;
+    let _lock = run.lock()?;
     B::seed(device, config.training.seed);
     let test: Arc<dyn Dataset<ImageItem>> = if options.limit > 0 {
         Arc::new(Prefix::new(data.test.clone(), options.limit))
@@ -240,12 +270,18 @@ pub fn evaluate_run<S: ModelSpec, B: AutodiffBackend>(
         EvalVisitor {
             weights: run.weights_file(),
             test,
-            bits: config.model.likelihood().map(BitsPerDim::for_likelihood),
+            bits: config
+                .model
+                .likelihood()
+                .map(|l| BitsPerDim::for_data(l, &config.data.eval_pixels)),
             device,
             options,
         },
     )??;
     let mut metrics = run.read_metrics()?;
+    // The weights evaluated are those training wrote with its own evaluation.
+    let mut subset = subset;
+    subset.epoch = metrics.test.as_ref().and_then(|t| t.epoch);
     let stored = match (metrics.test.take(), options.limit > 0) {
         // A partial evaluation adds log p(x) but keeps the full test-set ELBO from training.
         (Some(full), true) => TestMetrics {
@@ -280,7 +316,7 @@ impl Default for EvalOptions {
 struct EvalVisitor<'a, B: AutodiffBackend> {
     weights: PathBuf,
     test: Arc<dyn Dataset<ImageItem>>,
-    bits: Option<BitsPerDim>,
+    bits: Option<Result<BitsPerDim, String>>,
     device: &'a B::Device,
     options: &'a EvalOptions,
 }
@@ -294,7 +330,9 @@ impl<B: AutodiffBackend> ModelVisitor<B> for EvalVisitor<'_, B> {
     ) -> Self::Output {
         let model = persist::load_safetensors(model.valid(), &self.weights)?;
         let device = self.device;
-        let mut metrics = evaluate::evaluate(&model, self.test.as_ref(), 64, self.bits, device)?;
+        let bits = self.bits.as_ref().and_then(|b| b.as_ref().ok().copied());
+        let mut metrics = evaluate::evaluate(&model, self.test.as_ref(), 64, bits, device)?;
+        metrics.bits_per_dim_note = self.bits.and_then(|b| b.err());
         let k = self.options.importance_samples;
         if k > 0 {
             let sampling = ImportanceSampling::new()
@@ -330,6 +368,13 @@ pub fn sample_run<S: ModelSpec, B: AutodiffBackend>(
     }
     let config: RunConfig<S> = run.read_config()?;
     let shape = run.read_info()?.shape;
+    if let Some(shape) = shape.or_else(|| config.model.image_shape()) {
+        crate::memory::check(
+            &format!("{n} samples"),
+            crate::memory::sampling_bytes(n, shape.num_values()),
+            "draw fewer samples",
+        )?;
+    }
     B::seed(device, seed);
     let images = config.model.build::<B, _>(
         device,

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use vae_data::DataOptions;
 
-use crate::checkpoint::{CheckpointMarker, write_atomically};
+use crate::checkpoint::{CheckpointMarker, is_temporary_name, write_atomically};
+#[cfg(test)]
+use crate::checkpoint::CheckpointLog;
 use crate::config::TrainingConfig;
 use crate::error::TrainError;
 use crate::report::RunMetrics;
@@ -52,9 +54,80 @@ impl<S: ModelSpec> RunConfig<S> {
             .map_err(|e| TrainError::file(CONFIG, format!("cannot be written as TOML: {e}")))
     }
 
+    /// The keys whose values differ from `saved` (dotted, as in `config.toml`), in order.
+    pub fn changed_keys(&self, saved: &Self) -> Result<Vec<String>, TrainError> {
+        let as_value = |config: &Self| {
+            toml::Value::try_from(config)
+                .map_err(|e| TrainError::file(CONFIG, format!("cannot be written as TOML: {e}")))
+        };
+        let mut changed = Vec::new();
+        diff_keys(&as_value(self)?, &as_value(saved)?, "", &mut changed);
+        Ok(changed)
+    }
+
+    /// Checks that resuming a run saved with `saved` under this configuration changes only
+    /// [`RESUMABLE_KEYS`]: anything else would change the model or the data under its
+    /// checkpoints.
+    pub fn check_resumable_from(&self, saved: &Self) -> Result<(), TrainError> {
+        let refused: Vec<String> = self
+            .changed_keys(saved)?
+            .into_iter()
+            .filter(|key| {
+                !RESUMABLE_KEYS
+                    .iter()
+                    .any(|ok| key == ok || key.starts_with(&format!("{ok}.")))
+            })
+            .collect();
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(TrainError::ResumeChanges { keys: refused })
+        }
+    }
+
     /// Parses `config.toml` text; `path` names the file in errors.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, TrainError> {
         toml::from_str(text).map_err(|e| TrainError::file(path, e.message()))
+    }
+}
+
+/// The settings a resumed run may change: how long and how fast it trains, not what it
+/// trains or on which data. A key covers the keys below it (`training.lr_schedule` covers
+/// `training.lr_schedule.kind`).
+pub const RESUMABLE_KEYS: &[&str] = &[
+    "training.epochs",
+    "training.learning_rate",
+    "training.lr_schedule",
+    "training.early_stopping_patience",
+    "training.num_workers",
+    "training.optimizer.clip_grad_norm",
+    "data.cache",
+];
+
+/// Collects the dotted keys where `a` and `b` differ (a table present on one side only
+/// counts as all its keys).
+fn diff_keys(a: &toml::Value, b: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+    let key = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    match (a, b) {
+        (toml::Value::Table(ta), toml::Value::Table(tb)) => {
+            let mut keys: Vec<&String> = ta.keys().chain(tb.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                match (ta.get(k), tb.get(k)) {
+                    (Some(va), Some(vb)) => diff_keys(va, vb, &key(k), out),
+                    _ => out.push(key(k)),
+                }
+            }
+        }
+        _ if a != b => out.push(prefix.to_string()),
+        _ => {}
     }
 }
 
@@ -75,6 +148,14 @@ const INFO: &str = "run.json";
 const METRICS: &str = "metrics.json";
 const WEIGHTS: &str = "model.safetensors";
 const CHECKPOINTS: &str = "checkpoints";
+const LOCK: &str = ".lock";
+
+/// The run directory's lock, held while a command writes the run; released on drop (and by
+/// the operating system when the process dies, so a killed run never stays locked).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
 
 /// A run directory (see the module documentation for its layout).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +181,12 @@ impl RunDir {
         for entry in entries {
             let entry = entry.map_err(|e| TrainError::file(&run.root, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !is_run {
+            if is_temporary_name(&name) {
+                // Left by a crash of our own earlier attempt.
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            if !is_run && name != LOCK {
                 return Err(TrainError::ForeignDirectory {
                     dir: run.root,
                     found: name,
@@ -122,6 +208,50 @@ impl RunDir {
             }
         }
         Ok(run)
+    }
+
+    /// Locks the run for one writer: refuses, naming the process, while another process (or
+    /// another command of this one) holds it.
+    pub fn lock(&self) -> Result<RunLock, TrainError> {
+        use std::io::{Read, Seek, Write};
+        let path = self.root.join(LOCK);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| TrainError::file(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {
+                // Who holds it, for the message another process shows.
+                let pid = std::process::id().to_string();
+                let _ = file.set_len(0);
+                let _ = file.rewind().and_then(|()| file.write_all(pid.as_bytes()));
+                Ok(RunLock { _file: file })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                Err(TrainError::Locked {
+                    dir: self.root.clone(),
+                    pid: holder.trim().parse().ok(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(TrainError::file(&path, e)),
+        }
+    }
+
+    /// Whether the run's final outputs (weights and a test evaluation) were written for
+    /// its last checkpointed epoch.
+    pub fn is_finished(&self) -> bool {
+        let Ok(Some(latest)) = self.last_checkpoint() else {
+            return false;
+        };
+        self.weights_file().is_file()
+            && self
+                .read_metrics()
+                .is_ok_and(|m| m.test.is_some() && m.epochs == latest.epoch)
     }
 
     /// The directory.
@@ -235,10 +365,14 @@ mod tests {
         })
         .unwrap();
         RunDir::create(&fresh).expect("a run without checkpoints may start again");
-        CheckpointMarker {
-            epoch: 3,
-            complete: true,
-            optimizer_steps: 30,
+        CheckpointLog {
+            latest: CheckpointMarker {
+                epoch: 3,
+                complete: true,
+                optimizer_steps: 30,
+                number: Some(3),
+            },
+            previous: None,
         }
         .write(&run.checkpoint_dir())
         .unwrap();
@@ -246,5 +380,27 @@ mod tests {
             RunDir::create(&fresh),
             Err(TrainError::RunExists { epoch: 3, .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn one_writer_at_a_time_and_the_lock_names_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path().join("run")).unwrap();
+        let held = run.lock().unwrap();
+        let err = run.lock().unwrap_err();
+        assert!(
+            matches!(&err, TrainError::Locked { pid: Some(pid), .. } if *pid == std::process::id()),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&std::process::id().to_string()));
+        drop(held);
+        run.lock().expect("free again once released");
+        // The lock file is not a foreign file for a new run.
+        RunDir::create(run.path()).unwrap();
     }
 }

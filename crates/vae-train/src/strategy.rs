@@ -2,8 +2,6 @@
 //! the run without checkpointing the broken state, Ctrl-C checkpoints the current state, and
 //! every checkpoint is verified before it is marked as the one to resume from.
 
-use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,10 +15,11 @@ use burn::train::{
     SupervisedTrainingEventProcessor, TrainLoader, TrainingBackend, TrainingComponents,
     TrainingModel, ValidLoader,
 };
+use burn::train::{LearnerModelRecord, LearnerOptimizerRecord, LearnerSchedulerRecord};
 
 use vae_data::{DataError, DataHealth};
 
-use crate::checkpoint::CheckpointMarker;
+use crate::checkpoint::{CheckpointFileError, CheckpointMarker, Checkpointing, load_record};
 use crate::error::TrainError;
 use crate::renderer::RunControl;
 
@@ -87,13 +86,22 @@ pub enum CheckpointFailure {
     /// The training loop was built without a checkpointer.
     #[error("no checkpointer configured")]
     NotConfigured,
+    /// A file of the checkpoint could not be written (e.g. the disk is full); the previous
+    /// checkpoint is untouched.
+    #[error("checkpoint of epoch {epoch} could not be written: {error}")]
+    Write {
+        /// The epoch of the checkpoint.
+        epoch: usize,
+        /// The file and why.
+        error: CheckpointFileError,
+    },
     /// The files were written but could not be read back.
-    #[error("checkpoint of epoch {epoch} could not be read back: {message}")]
+    #[error("checkpoint of epoch {epoch} could not be read back: {error}")]
     ReadBack {
         /// The epoch of the checkpoint.
         epoch: usize,
-        /// burn's words.
-        message: String,
+        /// The file and why.
+        error: CheckpointFileError,
     },
     /// The marker of the checkpoint could not be written.
     #[error("{0}")]
@@ -119,19 +127,22 @@ pub struct LoopOutcome {
 pub struct VaeStrategy<D> {
     device: D,
     control: Arc<RunControl>,
-    checkpoints: PathBuf,
+    checkpointing: Mutex<Checkpointing>,
+    first_epoch: usize,
     steps: Arc<AtomicU64>,
     data_health: Option<DataHealth>,
     outcome: Arc<Mutex<Option<LoopOutcome>>>,
 }
 
 impl<D> VaeStrategy<D> {
-    /// A loop on `device`, checkpointing into `checkpoints`; `steps` is the model's optimizer
-    /// step counter and `outcome` receives the result.
+    /// A loop on `device` from epoch `first_epoch`, checkpointing through `checkpointing`
+    /// (whose recorder burn-train's file checkpointer must use); `steps` is the model's
+    /// optimizer step counter and `outcome` receives the result.
     pub fn new(
         device: D,
         control: Arc<RunControl>,
-        checkpoints: PathBuf,
+        checkpointing: Checkpointing,
+        first_epoch: usize,
         steps: Arc<AtomicU64>,
         data_health: Option<DataHealth>,
         outcome: Arc<Mutex<Option<LoopOutcome>>>,
@@ -139,7 +150,8 @@ impl<D> VaeStrategy<D> {
         Self {
             device,
             control,
-            checkpoints,
+            checkpointing: Mutex::new(checkpointing),
+            first_epoch,
             steps,
             data_health,
             outcome,
@@ -164,7 +176,7 @@ where
         mut learner: Learner<LC>,
         train_loader: TrainLoader<LC>,
         valid_loader: ValidLoader<LC>,
-        starting_epoch: usize,
+        _starting_epoch: usize,
     ) -> (TrainingModel<LC>, SupervisedTrainingEventProcessor<LC>) {
         let train_loader = train_loader.to_device(&self.device);
         let valid_loader = valid_loader.to_device(self.device.inner());
@@ -174,10 +186,16 @@ where
         let mut early_stopping = components.early_stopping;
         let interrupter = components.interrupter.clone();
         let store = components.event_store.clone();
-        let mut last_checkpoint = CheckpointMarker::read(&self.checkpoints).ok().flatten();
+        let mut checkpointing = match self.checkpointing.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut last_checkpoint = checkpointing.latest();
         let mut stop = StopReason::Finished;
+        let device = &self.device;
 
-        // Saves `epoch`, waits for the files by reading them back, then moves the marker.
+        // Saves under a new number (never over the last checkpoint), waits for the files and
+        // reads them back, then moves the marker and prunes (see `checkpoint`).
         let mut save = |learner: &Learner<LC>,
                         epoch: usize,
                         complete: bool|
@@ -185,33 +203,32 @@ where
             let Some(checkpointer) = checkpointer.as_mut() else {
                 return Err(CheckpointFailure::NotConfigured);
             };
-            checkpointer.checkpoint(learner, epoch, &store);
-            let reload = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                checkpointer.load_checkpoint(learner.clone(), &Default::default(), epoch);
-            }));
-            if let Err(panic) = reload {
-                let why = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown error".into());
-                return Err(CheckpointFailure::ReadBack {
-                    epoch,
-                    message: why,
-                });
-            }
+            let number = checkpointing.begin();
+            checkpointer.checkpoint(learner, number, &store);
+            let [model, optim, scheduler] = checkpointing
+                .wait_written(number)
+                .map_err(|error| CheckpointFailure::Write { epoch, error })?;
+            let read_back = || -> Result<(), CheckpointFileError> {
+                type Tb<LC> = TrainingBackend<LC>;
+                load_record::<Tb<LC>, LearnerModelRecord<LC>>(&model, device)?;
+                load_record::<Tb<LC>, LearnerOptimizerRecord<LC>>(&optim, device)?;
+                load_record::<Tb<LC>, LearnerSchedulerRecord<LC>>(&scheduler, device)?;
+                Ok(())
+            };
+            read_back().map_err(|error| CheckpointFailure::ReadBack { epoch, error })?;
             let marker = CheckpointMarker {
                 epoch,
                 complete,
                 optimizer_steps: self.steps.load(Ordering::Relaxed),
+                number: Some(number),
             };
-            marker
-                .write(&self.checkpoints)
+            checkpointing
+                .commit(marker)
                 .map_err(|e| CheckpointFailure::Marker(Arc::new(e)))?;
             Ok(marker)
         };
 
-        for epoch in starting_epoch..=components.num_epochs {
+        for epoch in self.first_epoch..=components.num_epochs {
             let global = Progress {
                 items_processed: epoch,
                 items_total: components.num_epochs,

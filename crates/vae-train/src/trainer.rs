@@ -1,17 +1,19 @@
 //! [`Trainer`]: fits any VAE on any data with burn-train, with checkpoints and resume.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
-use burn::module::AutodiffModule;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
-use burn::tensor::backend::AutodiffBackend;
-use burn::train::checkpoint::KeepLastNCheckpoints;
-use burn::train::metric::store::{Aggregate, Direction, Split};
+use burn::module::{AutodiffModule, Module};
+use burn::optim::Optimizer;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::record::Record;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::train::checkpoint::{CheckpointingAction, CheckpointingStrategy};
+use burn::train::metric::store::{Aggregate, Direction, EventStoreClient, Split};
 use burn::train::{
     Interrupter, Learner, MetricEarlyStoppingStrategy, StoppingCondition, SupervisedTraining,
     TrainingStrategy,
@@ -20,11 +22,13 @@ use vae_core::{ElboObjective, KlEstimator};
 use vae_data::{DataHealth, ImageBatch, ImageBatcher, ImageItem};
 use vae_models::{TrainableDecoder, TrainableEncoder, Vae};
 
-use crate::checkpoint::{CheckpointMarker, checkpoints_dir};
+use crate::checkpoint::{
+    CheckpointFileError, CheckpointLog, CheckpointMarker, Checkpointing, checkpoints_dir, load_record,
+};
 use crate::config::{LrSchedule, TrainingConfig};
 use crate::error::TrainError;
 use crate::metrics::{Kl, LogLikelihood, NegElbo, TermMetric};
-use crate::optimizer::OptimizerConfig;
+use crate::optimizer::{OptimizerConfig, VaeOptimizer};
 use crate::renderer::{EpochRenderer, History, RunControl};
 use crate::schedule::Scheduler;
 use crate::step::TrainableVae;
@@ -48,8 +52,11 @@ pub struct TrainResult<M> {
     /// The first epoch this invocation trained.
     pub first_epoch: usize,
     /// Training images per second in this invocation (forward, ELBO, backward, optimizer
-    /// step and data loading).
+    /// step and data loading); 0 when it trained nothing.
     pub train_images_per_second: f64,
+    /// When resuming: the latest checkpoint's file that could not be read, if training
+    /// continued from the previous checkpoint instead.
+    pub resume_fallback: Option<CheckpointFileError>,
 }
 
 /// Trains a [`Vae`] with burn-train: a model and data, then optional settings, then
@@ -284,9 +291,21 @@ where
         let (Some(train), Some(valid)) = (train, valid) else {
             return Err(TrainError::NoData);
         };
+        if valid.is_empty() && config.early_stopping_patience > 0 {
+            return Err(TrainError::setting(
+                "training.early_stopping_patience",
+                config.early_stopping_patience,
+                "must be 0 when there is no validation split (early stopping watches the validation −ELBO)",
+            ));
+        }
         for (split, data) in [("train", &train), ("valid", &valid)] {
-            // One example through the batcher: the model must consume what the data holds.
-            let first = data.get(0).ok_or(TrainError::EmptySplit { split })?;
+            // One example through the batcher: the model must consume what the data holds. An
+            // empty validation split means training without validation.
+            let first = match data.get(0) {
+                Some(first) => first,
+                None if split == "valid" => continue,
+                None => return Err(TrainError::EmptySplit { split }),
+            };
             let batch: ImageBatch<B::InnerBackend> =
                 Batcher::<B::InnerBackend, I, _>::batch(&batcher, vec![first], &device);
             let actual = batch.images.dims()[1];
@@ -298,6 +317,16 @@ where
                 });
             }
         }
+        crate::memory::check(
+            "a training step",
+            crate::memory::training_step_bytes(
+                model.num_params(),
+                config.batch_size.min(train.len()),
+                config.latent_samples,
+                model.data_dim(),
+            ),
+            "lower training.batch_size or training.latent_samples",
+        )?;
         // Without a run directory, burn-train still needs one for its checkpoints and logs.
         let (run_dir, _temporary) = match run_dir {
             Some(dir) => (dir, None),
@@ -309,7 +338,22 @@ where
         let control = control.unwrap_or_else(|| RunControl::new(Interrupter::new()));
 
         let checkpoints = checkpoints_dir(&run_dir);
-        let start = checkpoint_to_resume(&run_dir, resume, config.epochs)?;
+        let checkpoint_dir = checkpoints.join("checkpoint");
+        let log = checkpoint_to_resume(&run_dir, resume, config.epochs, false)?;
+        type Model<B, E, D> = TrainableVae<B, E, D>;
+        type OptimRecord<B, E, D> = <OptimizerAdaptor<VaeOptimizer, Model<B, E, D>, B> as Optimizer<
+            Model<B, E, D>,
+            B,
+        >>::Record;
+        let restored = match &log {
+            Some(log) => Some(restore::<B, <Model<B, E, D> as Module<B>>::Record, OptimRecord<B, E, D>>(
+                &checkpoint_dir,
+                log,
+                &device,
+            )?),
+            None => None,
+        };
+        let start = restored.as_ref().map(|r| r.marker);
         let mut history = History::default();
         if let Some(m) = start {
             let path = history_path(&run_dir);
@@ -322,6 +366,8 @@ where
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(TrainError::file(&path, e)),
             }
+            // Epochs after the checkpoint (a partial one, or ones whose checkpoint was lost)
+            // are trained again.
             history.train.retain(|e| e.epoch <= m.epoch);
             history.valid.retain(|e| e.epoch <= m.epoch);
         }
@@ -355,10 +401,13 @@ where
 
         let shared_history = Arc::new(Mutex::new(history));
         let outcome = Arc::new(Mutex::new(None));
+        let checkpointing = Checkpointing::new(checkpoint_dir, log, start);
+        let recorder = checkpointing.recorder();
         let strategy = VaeStrategy::new(
             device.clone(),
             control.clone(),
-            checkpoints.join("checkpoint"),
+            checkpointing,
+            first_epoch,
             steps,
             data_health,
             outcome.clone(),
@@ -369,8 +418,8 @@ where
                 TermMetric::<LogLikelihood>::default(),
                 TermMetric::<Kl>::default(),
             ))
-            .with_file_checkpointer(NamedMpkFileRecorder::<FullPrecisionSettings>::new())
-            .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
+            .with_file_checkpointer(recorder)
+            .with_checkpointing_strategy(SaveOnly)
             .renderer(EpochRenderer::new(
                 shared_history.clone(),
                 Some(history_path(&run_dir)),
@@ -395,9 +444,6 @@ where
                 },
             ));
         }
-        if let Some(m) = start {
-            training = training.checkpoint(m.epoch);
-        }
         let scheduler = Scheduler::new(
             config.lr_schedule,
             config.learning_rate,
@@ -405,7 +451,14 @@ where
             config.epochs,
         );
         let optimizer = config.optimizer.init::<B, TrainableVae<B, E, D>>();
-        let result = training.launch(Learner::new(trainable, optimizer, scheduler));
+        let mut learner = Learner::new(trainable, optimizer, scheduler);
+        let resume_fallback = restored.as_ref().and_then(|r| r.fallback.clone());
+        if let Some(restored) = restored {
+            learner.load_model(restored.model);
+            learner.load_optim(restored.optim);
+            learner.load_scheduler(restored.scheduler);
+        }
+        let result = training.launch(learner);
 
         let history = shared_history.lock().map(|h| h.clone()).unwrap_or_default();
         let outcome = outcome
@@ -428,38 +481,106 @@ where
             history,
             outcome,
             first_epoch,
-            train_images_per_second: examples as f64 / seconds.max(1e-9),
+            train_images_per_second: if examples == 0 {
+                0.0
+            } else {
+                examples as f64 / seconds.max(1e-9)
+            },
+            resume_fallback,
         })
     }
 }
 
-/// The checkpoint a run in `run_dir` continues from: `None` for a new run, the last complete
-/// checkpoint when resuming to `epochs`. Refuses a new run over a checkpointed one, a resume
-/// with nothing to resume, and a resume of a run already trained to `epochs`.
+/// The checkpoints a run in `run_dir` continues from: `None` for a new run, the marker
+/// when resuming to `epochs`. Refuses a new run over a checkpointed one, a resume with nothing
+/// to resume, and a resume of a run already trained to `epochs` whose outputs are `finished`
+/// (a run whose last epoch is checkpointed but whose outputs are missing may resume: it then
+/// trains nothing and returns the checkpointed model).
 pub(crate) fn checkpoint_to_resume(
-    run_dir: &std::path::Path,
+    run_dir: &Path,
     resume: bool,
     epochs: usize,
-) -> Result<Option<CheckpointMarker>, TrainError> {
+    finished: bool,
+) -> Result<Option<CheckpointLog>, TrainError> {
     let dir = || run_dir.to_path_buf();
     match (
         resume,
-        CheckpointMarker::read(&checkpoints_dir(run_dir).join("checkpoint"))?,
+        CheckpointLog::read(&checkpoints_dir(run_dir).join("checkpoint"))?,
     ) {
         (false, None) => Ok(None),
-        (false, Some(m)) => Err(TrainError::RunExists {
+        (false, Some(log)) => Err(TrainError::RunExists {
             dir: dir(),
-            epoch: m.epoch,
+            epoch: log.latest.epoch,
         }),
         (true, None) => Err(TrainError::NothingToResume { dir: dir() }),
-        (true, Some(m)) if m.epoch >= epochs => Err(TrainError::AlreadyTrained {
-            dir: dir(),
-            epoch: m.epoch,
-        }),
-        (true, Some(m)) => Ok(Some(m)),
+        (true, Some(log))
+            if log.latest.epoch >= epochs && (finished || !log.latest.complete) =>
+        {
+            Err(TrainError::AlreadyTrained {
+                dir: dir(),
+                epoch: log.latest.epoch,
+            })
+        }
+        (true, Some(log)) => Ok(Some(log)),
     }
 }
 
-fn history_path(run: &std::path::Path) -> PathBuf {
+/// The records of a checkpoint, read before training starts.
+struct Restored<M, O> {
+    marker: CheckpointMarker,
+    model: M,
+    optim: O,
+    scheduler: usize,
+    fallback: Option<CheckpointFileError>,
+}
+
+/// Reads the latest checkpoint of `log`, or the previous one when a file of the latest is
+/// missing or unreadable; errors name the latest's bad file.
+fn restore<B: Backend, M: Record<B>, O: Record<B>>(
+    dir: &Path,
+    log: &CheckpointLog,
+    device: &B::Device,
+) -> Result<Restored<M, O>, TrainError> {
+    let mut first_error: Option<CheckpointFileError> = None;
+    for marker in log.candidates() {
+        let [model, optim, scheduler] = marker.files(dir);
+        let loaded = (|| {
+            Ok::<_, CheckpointFileError>((
+                load_record::<B, M>(&model, device)?,
+                load_record::<B, O>(&optim, device)?,
+                load_record::<B, usize>(&scheduler, device)?,
+            ))
+        })();
+        match loaded {
+            Ok((model, optim, scheduler)) => {
+                return Ok(Restored {
+                    marker,
+                    model,
+                    optim,
+                    scheduler,
+                    fallback: first_error,
+                });
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(TrainError::Checkpoint(
+        first_error.expect("a log has at least one checkpoint"),
+    ))
+}
+
+/// burn-train's checkpointing strategy: save when asked. The loop numbers, verifies and
+/// prunes checkpoints itself (see `checkpoint`).
+struct SaveOnly;
+
+impl CheckpointingStrategy for SaveOnly {
+    fn checkpointing(&mut self, _: usize, _: &EventStoreClient) -> Vec<CheckpointingAction> {
+        vec![CheckpointingAction::Save]
+    }
+}
+
+fn history_path(run: &Path) -> PathBuf {
     checkpoints_dir(run).join("history.json")
 }

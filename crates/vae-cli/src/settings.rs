@@ -73,7 +73,8 @@ fn assignments(pairs: &[(String, String)], what: &str) -> Result<Value, CliError
         }
         let is_toml = toml::from_str::<toml::Table>(&format!("v = {value}")).is_ok();
         let digits = value.strip_prefix(['-', '+']).unwrap_or(value);
-        if !is_toml && !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit() || c == '_') {
+        if !is_toml && !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit() || c == '_')
+        {
             // An integer TOML cannot hold: say so, rather than "expected an integer, found a
             // string".
             return Err(CliError::config(

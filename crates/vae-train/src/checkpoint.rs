@@ -107,7 +107,9 @@ impl CheckpointLog {
 
     /// The number for the next checkpoint's files: above every number in use.
     fn next_number(log: Option<&Self>) -> usize {
-        log.map_or(0, |l| l.candidates().map(|m| m.file_number()).max().unwrap_or(0)) + 1
+        log.map_or(0, |l| {
+            l.candidates().map(|m| m.file_number()).max().unwrap_or(0)
+        }) + 1
     }
 }
 
@@ -177,7 +179,10 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             // Half the bytes reach the disk, then the process dies (a crash mid-write).
             file.write_all(&bytes[..bytes.len() / 2])?;
             file.sync_all()?;
-            eprintln!("fault injection: aborting in the middle of writing {}", path.display());
+            eprintln!(
+                "fault injection: aborting in the middle of writing {}",
+                path.display()
+            );
             std::process::abort();
         }
         fault::injected_write_error(path)?;
@@ -337,7 +342,11 @@ pub struct Checkpointing {
 impl Checkpointing {
     /// Checkpoints in `dir` (`checkpoints/checkpoint/`), continuing from `resumed` (the
     /// checkpoint actually loaded, which may be the fallback); `log` is the marker as read.
-    pub fn new(dir: PathBuf, log: Option<CheckpointLog>, resumed: Option<CheckpointMarker>) -> Self {
+    pub fn new(
+        dir: PathBuf,
+        log: Option<CheckpointLog>,
+        resumed: Option<CheckpointMarker>,
+    ) -> Self {
         let next_number = CheckpointLog::next_number(log.as_ref());
         Self {
             dir,
@@ -461,7 +470,13 @@ mod tests {
         let tmp = temporary_name(Path::new("/run/config.toml"));
         let name = tmp.file_name().unwrap().to_str().unwrap();
         assert!(is_temporary_name(name), "{name}");
-        for other in [".lock", "config.toml", ".hidden.tmp", ".x.1.tmp", "a.1.2.tmp"] {
+        for other in [
+            ".lock",
+            "config.toml",
+            ".hidden.tmp",
+            ".x.1.tmp",
+            "a.1.2.tmp",
+        ] {
             assert!(!is_temporary_name(other), "{other}");
         }
     }

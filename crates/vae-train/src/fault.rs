@@ -44,12 +44,10 @@ pub(crate) fn point(point: &str) {
 /// ENOSPC if `VAE_FAULT_WRITE_ERROR` names the file `path` is written to.
 pub(crate) fn injected_write_error(path: &std::path::Path) -> std::io::Result<()> {
     match (std::env::var_os("VAE_FAULT_WRITE_ERROR"), path.file_name()) {
-        (Some(target), Some(name)) if target == name => {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::StorageFull,
-                "No space left on device (injected)",
-            ))
-        }
+        (Some(target), Some(name)) if target == name => Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "No space left on device (injected)",
+        )),
         _ => Ok(()),
     }
 }

@@ -9,7 +9,10 @@ use crate::error::TrainError;
 pub fn available_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let available = meminfo.lines().find_map(|line| {
-        let kib = line.strip_prefix("MemAvailable:")?.trim().strip_suffix("kB")?;
+        let kib = line
+            .strip_prefix("MemAvailable:")?
+            .trim()
+            .strip_suffix("kB")?;
         kib.trim().parse::<u64>().ok().map(|k| k * 1024)
     })?;
     let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")

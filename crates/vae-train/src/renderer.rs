@@ -126,6 +126,9 @@ pub struct EpochRenderer {
     /// A non-finite metric value seen in `record`, reported once the item's epoch and
     /// progress are known (burn-train sends an item's metrics before its progress).
     pending_non_finite: Option<(String, f64)>,
+    /// The last item's metric values, added to `sums` once its progress shows its epoch
+    /// (without a validation split, consecutive training epochs are told apart only so).
+    staged: Vec<(String, f64, usize)>,
 }
 
 impl EpochRenderer {
@@ -152,6 +155,15 @@ impl EpochRenderer {
             persist,
             control,
             pending_non_finite: None,
+            staged: Vec::new(),
+        }
+    }
+
+    fn commit(&mut self) {
+        for (name, v, n) in self.staged.drain(..) {
+            let slot = self.sums.entry(name).or_insert((0.0, 0));
+            slot.0 += v * n as f64;
+            slot.1 += n;
         }
     }
 
@@ -182,9 +194,7 @@ impl EpochRenderer {
         if !v.is_finite() && self.pending_non_finite.is_none() {
             self.pending_non_finite = Some((name.clone(), v));
         }
-        let slot = self.sums.entry(name).or_insert((0.0, 0));
-        slot.0 += v * n as f64;
-        slot.1 += n;
+        self.staged.push((name, v, n));
     }
 
     fn mean(&self, name: &str) -> (f64, usize) {
@@ -260,6 +270,16 @@ impl EpochRenderer {
     }
 
     fn draw(&mut self, item: TrainingProgress) {
+        if item.global_progress.items_processed != self.epoch.items_processed
+            && !self.sums.is_empty()
+        {
+            // A new epoch of the same split: the previous one is complete.
+            let (split, pending) = (self.split, self.pending_non_finite.take());
+            self.flush();
+            (self.split, self.pending_non_finite) = (split, pending);
+            self.started = Instant::now();
+        }
+        self.commit();
         self.epoch = item.global_progress;
         self.progress = item.progress;
         self.report_non_finite();
@@ -309,6 +329,7 @@ impl MetricsRendererTraining for EpochRenderer {
         &mut self,
         _summary: Option<LearnerSummary>,
     ) -> Result<(), Box<dyn core::error::Error>> {
+        self.commit();
         self.flush();
         Ok(())
     }

@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use vae_data::DataOptions;
 
-use crate::checkpoint::{CheckpointMarker, is_temporary_name, write_atomically};
 #[cfg(test)]
 use crate::checkpoint::CheckpointLog;
+use crate::checkpoint::{CheckpointMarker, is_temporary_name, write_atomically};
 use crate::config::TrainingConfig;
 use crate::error::TrainError;
 use crate::report::RunMetrics;

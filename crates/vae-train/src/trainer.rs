@@ -23,7 +23,8 @@ use vae_data::{DataHealth, ImageBatch, ImageBatcher, ImageItem};
 use vae_models::{TrainableDecoder, TrainableEncoder, Vae};
 
 use crate::checkpoint::{
-    CheckpointFileError, CheckpointLog, CheckpointMarker, Checkpointing, checkpoints_dir, load_record,
+    CheckpointFileError, CheckpointLog, CheckpointMarker, Checkpointing, checkpoints_dir,
+    load_record,
 };
 use crate::config::{LrSchedule, TrainingConfig};
 use crate::error::TrainError;
@@ -346,11 +347,11 @@ where
             B,
         >>::Record;
         let restored = match &log {
-            Some(log) => Some(restore::<B, <Model<B, E, D> as Module<B>>::Record, OptimRecord<B, E, D>>(
-                &checkpoint_dir,
-                log,
-                &device,
-            )?),
+            Some(log) => Some(restore::<
+                B,
+                <Model<B, E, D> as Module<B>>::Record,
+                OptimRecord<B, E, D>,
+            >(&checkpoint_dir, log, &device)?),
             None => None,
         };
         let start = restored.as_ref().map(|r| r.marker);
@@ -513,9 +514,7 @@ pub(crate) fn checkpoint_to_resume(
             epoch: log.latest.epoch,
         }),
         (true, None) => Err(TrainError::NothingToResume { dir: dir() }),
-        (true, Some(log))
-            if log.latest.epoch >= epochs && (finished || !log.latest.complete) =>
-        {
+        (true, Some(log)) if log.latest.epoch >= epochs && (finished || !log.latest.complete) => {
             Err(TrainError::AlreadyTrained {
                 dir: dir(),
                 epoch: log.latest.epoch,

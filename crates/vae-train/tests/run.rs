@@ -2,66 +2,11 @@
 //! refuses to overwrite one, resumes; `evaluate_run` adds log p(x) to `metrics.json`;
 //! `sample_run` draws a grid.
 
-use std::sync::Arc;
+mod common;
 
-use burn::backend::{Autodiff, Flex};
-use burn::data::dataset::InMemDataset;
-use vae_core::ImageShape;
-use vae_data::{DataOptions, DataSplits, ImageItem};
+use common::{B, config, splits};
 use vae_models::{Architecture, MlpVaeConfig};
-use vae_train::{
-    EvalOptions, RunConfig, RunDir, RunOptions, TrainError, TrainingConfig, evaluate_run,
-    sample_run, train_run,
-};
-
-type B = Autodiff<Flex>;
-
-/// 4×4 grey images: a bright square at one of four places, so there is something to learn.
-fn splits(dir: &std::path::Path) -> DataSplits {
-    let images = |n: usize| {
-        let items: Vec<ImageItem> = (0..n)
-            .map(|i| {
-                let (r, c) = ((i % 2) * 2, (i / 2 % 2) * 2);
-                let pixels = (0..16)
-                    .map(|p| {
-                        let (y, x) = (p / 4, p % 4);
-                        if (r..r + 2).contains(&y) && (c..c + 2).contains(&x) {
-                            230
-                        } else {
-                            20
-                        }
-                    })
-                    .collect();
-                ImageItem {
-                    pixels,
-                    label: None,
-                }
-            })
-            .collect();
-        Arc::new(InMemDataset::new(items))
-    };
-    DataSplits {
-        train: images(64),
-        valid: images(16),
-        test: images(16),
-        shape: ImageShape::new(1, 4, 4),
-        health: None,
-        dir: dir.to_path_buf(),
-    }
-}
-
-fn config(epochs: usize) -> RunConfig<Architecture> {
-    RunConfig {
-        dataset: "in-memory squares".into(),
-        data: DataOptions::default(),
-        model: Architecture::Mlp(MlpVaeConfig::new(16, vec![8], 2)),
-        training: TrainingConfig {
-            epochs,
-            batch_size: 16,
-            ..TrainingConfig::default()
-        },
-    }
-}
+use vae_train::{EvalOptions, RunDir, RunOptions, TrainError, evaluate_run, sample_run, train_run};
 
 #[test]
 fn a_run_trains_resumes_evaluates_and_samples() {
@@ -96,7 +41,15 @@ fn a_run_trains_resumes_evaluates_and_samples() {
         test.elbo.neg_elbo_nats,
         test.elbo.kl_nats - test.elbo.log_likelihood_nats
     );
-    assert!(test.bits_per_dim.is_some(), "Bernoulli: bits per dimension");
+    // A Bernoulli likelihood of continuous pixels is no probability of the data.
+    assert_eq!(test.bits_per_dim, None);
+    assert!(
+        test.bits_per_dim_note
+            .as_deref()
+            .is_some_and(|n| n.contains("continuous")),
+        "{test:?}"
+    );
+    assert_eq!(test.epoch, Some(2));
     assert_eq!(metrics.train.epoch, [1, 2]);
 
     // A second new run in the same directory is refused before anything is rewritten.

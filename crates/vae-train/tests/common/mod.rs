@@ -1,0 +1,60 @@
+//! Shared by the run tests: a small in-memory dataset and a run configuration for it.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use burn::backend::{Autodiff, Flex};
+use burn::data::dataset::InMemDataset;
+use vae_core::ImageShape;
+use vae_data::{DataOptions, DataSplits, ImageItem};
+use vae_models::{Architecture, MlpVaeConfig};
+use vae_train::{RunConfig, TrainingConfig};
+
+pub type B = Autodiff<Flex>;
+
+/// 4×4 grey images: a bright square at one of four places, so there is something to learn.
+pub fn splits(dir: &std::path::Path) -> DataSplits {
+    let images = |n: usize| {
+        let items: Vec<ImageItem> = (0..n)
+            .map(|i| {
+                let (r, c) = ((i % 2) * 2, (i / 2 % 2) * 2);
+                let pixels = (0..16)
+                    .map(|p| {
+                        let (y, x) = (p / 4, p % 4);
+                        if (r..r + 2).contains(&y) && (c..c + 2).contains(&x) {
+                            230
+                        } else {
+                            20
+                        }
+                    })
+                    .collect();
+                ImageItem {
+                    pixels,
+                    label: None,
+                }
+            })
+            .collect();
+        Arc::new(InMemDataset::new(items))
+    };
+    DataSplits {
+        train: images(64),
+        valid: images(16),
+        test: images(16),
+        shape: ImageShape::new(1, 4, 4),
+        health: None,
+        dir: dir.to_path_buf(),
+    }
+}
+
+pub fn config(epochs: usize) -> RunConfig<Architecture> {
+    RunConfig {
+        dataset: "in-memory squares".into(),
+        data: DataOptions::default(),
+        model: Architecture::Mlp(MlpVaeConfig::new(16, vec![8], 2)),
+        training: TrainingConfig {
+            epochs,
+            batch_size: 16,
+            ..TrainingConfig::default()
+        },
+    }
+}

@@ -30,6 +30,7 @@ mod mnist;
 mod pixels;
 mod preprocess;
 pub mod registry;
+mod settings;
 
 pub use batcher::{ImageBatch, ImageBatcher, ImageItem, ImageShape};
 pub use by_name::{
@@ -49,3 +50,4 @@ pub use mnist::{
 };
 pub use pixels::{PixelMode, PixelTransform};
 pub use preprocess::{Preprocess, image_size};
+pub use settings::ValidSize;

@@ -20,41 +20,54 @@ use crate::locate::{DataRoots, locate};
 use crate::mnist::{IdxOptions, IdxSplits};
 use crate::pixels::PixelMode;
 use crate::preprocess::Preprocess;
+use crate::settings::{ValidSize, count};
 
 /// The name of the dataset that is a folder of the user's own images.
 pub const IMAGE_FOLDER: &str = "image-folder";
 
 /// How a dataset is split and preprocessed; each dataset reads the options that apply to it
 /// (the `[data]` table of a run's `config.toml`).
+///
+/// Counts are whole numbers ≥ 0; a value that is negative, fractional, not finite or too large
+/// for its field is rejected with a message saying which.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataOptions {
-    /// MNIST-format: examples held out from the end of the training file for validation.
-    pub valid_size: usize,
+    /// MNIST-format: examples held out from the end of the training file for validation:
+    /// `"auto"` (the default: one sixth, at most 10 000, see [`ValidSize::Auto`]) or a number;
+    /// 0 leaves the validation split empty (train on every example, no validation).
+    pub valid_size: ValidSize,
     /// MNIST-format: pixel mode for training.
     pub train_pixels: PixelMode,
     /// MNIST-format: pixel mode for validation and test.
     pub eval_pixels: PixelMode,
     /// Use only the first N training examples (0 = all).
+    #[serde(deserialize_with = "count")]
     pub limit: usize,
     /// Images: centre-crop side (0 = the largest centred square).
+    #[serde(deserialize_with = "count")]
     pub crop: u32,
     /// Images: output side.
+    #[serde(deserialize_with = "count")]
     pub size: u32,
     /// Images: 1 (grey) or 3 (RGB).
+    #[serde(deserialize_with = "count")]
     pub channels: u8,
     /// Images: keep a cache of preprocessed pixels.
     pub cache: bool,
-    /// Image folder: every n-th image is for validation.
+    /// Image folder: about one image in n goes to validation, chosen by a hash of its path
+    /// (0 = none; see [`ImageFolderOptions`]).
+    #[serde(deserialize_with = "count")]
     pub valid_every: usize,
-    /// Image folder: every n-th image (offset by one) is for test.
+    /// Image folder: about one image in n goes to test, chosen by a hash of its path (0 = none).
+    #[serde(deserialize_with = "count")]
     pub test_every: usize,
 }
 
 impl Default for DataOptions {
     fn default() -> Self {
         Self {
-            valid_size: 10_000,
+            valid_size: ValidSize::Auto,
             train_pixels: PixelMode::Continuous,
             eval_pixels: PixelMode::Continuous,
             limit: 0,
@@ -127,7 +140,9 @@ pub type DataHealth = Arc<dyn Fn() -> Option<DataError> + Send + Sync>;
 pub struct DataSplits {
     /// Training examples.
     pub train: Arc<dyn Dataset<ImageItem>>,
-    /// Validation examples.
+    /// Validation examples. May be empty (`len() == 0`): `data.valid_size = 0` for
+    /// MNIST-format data, `data.valid_every = 0` or a small image folder; a trainer then
+    /// skips validation.
     pub valid: Arc<dyn Dataset<ImageItem>>,
     /// Test examples.
     pub test: Arc<dyn Dataset<ImageItem>>,

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::batcher::ImageShape;
+use crate::download::unique_temp_path;
 use crate::error::{DataError, Result};
 use crate::preprocess::Preprocess;
 
@@ -63,7 +64,9 @@ fn header(count: usize, dims: ImageShape, key: &[u8; 32]) -> [u8; HEADER] {
 
 impl ImageCache {
     /// Opens the cache at `path` if it was built from exactly these sources and settings;
-    /// otherwise decodes every source in parallel and writes a new one (atomically).
+    /// otherwise decodes every source in parallel and writes a new one atomically: under a
+    /// temporary name unique to the process and call, flushed to disk, then renamed. Several
+    /// processes building the same cache at once all succeed.
     ///
     /// A source that cannot be decoded stops the build with an error naming it.
     pub fn open_or_build(
@@ -120,7 +123,10 @@ impl ImageCache {
     ) -> Result<()> {
         let dir = path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-        let tmp = path.with_extension("partial");
+        // A name of this process and call alone: several processes (or threads) building the
+        // same cache at once each write their own file, and the last rename wins with a
+        // complete cache identical to the others.
+        let tmp = unique_temp_path(path, "partial");
         let file = File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let write_err = |e: std::io::Error| DataError::io(&tmp, e);
@@ -152,11 +158,14 @@ impl ImageCache {
                 .map_err(|e| DataError::io(&tmp, e.into_error()))?;
             file.sync_all().map_err(|e| DataError::io(&tmp, e))
         });
-        if let Err(e) = finished {
+        // Flushed to disk (above) before the rename, so a crash never leaves a cache under its
+        // final name with missing pixels.
+        let renamed =
+            finished.and_then(|()| fs::rename(&tmp, path).map_err(|e| DataError::io(path, e)));
+        if renamed.is_err() {
             let _ = fs::remove_file(&tmp);
-            return Err(e);
         }
-        fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
+        renamed
     }
 
     /// Number of images.

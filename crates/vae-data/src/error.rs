@@ -79,6 +79,26 @@ pub enum DataError {
         /// The checksum of the file on disk.
         actual: String,
     },
+    /// A file is where a download or extraction would put one, but is not the registered
+    /// file (or not a file at all). It is left as it is: this crate never deletes or replaces
+    /// what it did not create.
+    #[error(
+        "{path}: {problem}; left untouched. Move or delete it to have a fresh copy downloaded, or give a directory that holds the right files"
+    )]
+    NotReplaced {
+        /// The file found in the way.
+        path: PathBuf,
+        /// What is wrong with it, in words.
+        problem: String,
+    },
+    /// A symbolic link in a data directory points at nothing.
+    #[error("{path} is a symbolic link to {target}, which does not exist; fix or remove the link")]
+    DanglingLink {
+        /// The link.
+        path: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+    },
     /// A dataset name this crate does not know.
     #[error("unknown dataset '{name}'; known: {}", .known.join(", "))]
     UnknownDataset {

@@ -14,7 +14,8 @@ use crate::preprocess::{Preprocess, image_size};
 #[derive(Debug)]
 enum Storage {
     Cached(ImageCache),
-    Decode(Vec<PathBuf>),
+    /// Decoded from [`ImageFiles::paths`] at every read.
+    Decode,
 }
 
 /// Preprocessed images from files, one item per file.
@@ -26,6 +27,7 @@ enum Storage {
 /// epoch, rather than panicking a loader thread.
 #[derive(Debug, Clone)]
 pub struct ImageFiles {
+    paths: Arc<[PathBuf]>,
     storage: Arc<Storage>,
     preprocess: Preprocess,
     error: Arc<Mutex<Option<DataError>>>,
@@ -39,7 +41,7 @@ impl ImageFiles {
             let (w, h) = image_size(p)?;
             preprocess.check_fits(p, w, h)
         })?;
-        Ok(Self::with(Storage::Decode(paths), preprocess))
+        Ok(Self::with(paths, Storage::Decode, preprocess))
     }
 
     /// Images from `paths`, preprocessed once into the cache file `cache` (reused when it
@@ -52,15 +54,21 @@ impl ImageFiles {
     ) -> Result<Self> {
         preprocess.validate()?;
         let cache = ImageCache::open_or_build(cache, &paths, &preprocess, progress)?;
-        Ok(Self::with(Storage::Cached(cache), preprocess))
+        Ok(Self::with(paths, Storage::Cached(cache), preprocess))
     }
 
-    fn with(storage: Storage, preprocess: Preprocess) -> Self {
+    fn with(paths: Vec<PathBuf>, storage: Storage, preprocess: Preprocess) -> Self {
         Self {
+            paths: paths.into(),
             storage: Arc::new(storage),
             preprocess,
             error: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The source file of each item, in item order.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
     }
 
     /// Shape of each item.
@@ -77,7 +85,7 @@ impl ImageFiles {
     pub fn read(&self, index: usize) -> Result<Vec<u8>> {
         match &*self.storage {
             Storage::Cached(cache) => cache.read(index),
-            Storage::Decode(paths) => self.preprocess.load(&paths[index]),
+            Storage::Decode => self.preprocess.load(&self.paths[index]),
         }
     }
 }
@@ -102,9 +110,6 @@ impl Dataset<ImageItem> for ImageFiles {
     }
 
     fn len(&self) -> usize {
-        match &*self.storage {
-            Storage::Cached(cache) => cache.len(),
-            Storage::Decode(paths) => paths.len(),
-        }
+        self.paths.len()
     }
 }

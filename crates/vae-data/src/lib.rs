@@ -14,6 +14,21 @@
 //! * [`locate`]: an explicit directory, then `$VAE_DATA_DIR/<name>`, then a system copy, then a
 //!   verified, resumable download from the [`registry`] of official URLs and SHA-256 sums.
 //!
+//! Guarantees:
+//!
+//! * **Nothing it did not create is deleted or replaced.** Only missing files are downloaded;
+//!   a present file that does not verify is reported ([`DataError::NotReplaced`]) and left as
+//!   it is, a symbolic link to nothing is named ([`DataError::DanglingLink`]).
+//! * **Shared files are written under unique temporary names**
+//!   ([`download::unique_temp_path`]), flushed, then renamed: several processes downloading
+//!   the same file or building the same preprocessed cache at once all succeed.
+//! * **Splits fit the data.** MNIST-format validation defaults to [`ValidSize::Auto`] (a sixth
+//!   of the training file, at most 10 000: 60 000 → 10 000 as in the literature); `valid_size
+//!   = 0` gives an empty validation split; settings that leave no training examples are a
+//!   [`DataError::Setting`] naming the key. Image folders split by a hash of each image's
+//!   relative path, so adding images never moves others, and symbolic link loops are walked
+//!   once.
+//!
 //! This crate stands beside the model crates: it knows nothing of VAEs.
 
 mod batcher;
@@ -30,6 +45,7 @@ mod mnist;
 mod pixels;
 mod preprocess;
 pub mod registry;
+mod settings;
 
 pub use batcher::{ImageBatch, ImageBatcher, ImageItem, ImageShape};
 pub use by_name::{
@@ -49,3 +65,4 @@ pub use mnist::{
 };
 pub use pixels::{PixelMode, PixelTransform};
 pub use preprocess::{Preprocess, image_size};
+pub use settings::ValidSize;

@@ -70,10 +70,31 @@ pub fn missing_files(entry: &DatasetEntry, dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The first name of a missing required entry of `dir` that is a symbolic link to nothing, as
+/// an error naming it.
+fn dangling_link(entry: &DatasetEntry, dir: &Path) -> Option<DataError> {
+    entry
+        .required
+        .iter()
+        .filter(|req| !req.split('|').any(|name| dir.join(name).exists()))
+        .flat_map(|req| req.split('|'))
+        .map(|name| dir.join(name))
+        .find(|path| path.symlink_metadata().is_ok() && !path.exists())
+        .map(|path| DataError::DanglingLink {
+            target: std::fs::read_link(&path).unwrap_or_default(),
+            path,
+        })
+}
+
 /// Finds `name` and, when `download` is set and the registry allows, downloads what is missing.
 ///
 /// Order: `explicit` (only it, if given); else `$VAE_DATA_DIR/<name>`; else the system copy;
 /// else the download directory. Downloads go into the first of explicit / env / download root.
+///
+/// Only missing files are downloaded; nothing already in a directory is deleted or replaced. A
+/// required name that is a symbolic link to nothing is reported ([`DataError::DanglingLink`]),
+/// and a file in the way of a download that is not the registered one is reported
+/// ([`DataError::NotReplaced`]) and left as it is.
 pub fn locate(
     name: &str,
     explicit: Option<&Path>,
@@ -131,14 +152,21 @@ pub fn locate(
             ),
         }));
     };
+    // A link to nothing is the user's to fix: name it rather than download over it.
+    if let Some(link) = dangling_link(&entry, &dir) {
+        return Err(link);
+    }
     let downloaded = match entry.source {
         Source::Manual { instructions } => {
             return Err(not_found(
                 instructions.replace("{dir}", &dir.display().to_string()),
             ));
         }
+        // Only what is missing: files already present (perhaps an uncompressed or re-compressed
+        // copy of the user's own) are left as they are and checked by the loader.
         Source::Files(files) => files
             .iter()
+            .filter(|f| missing.iter().any(|m| m == f.name))
             .map(|f| downloader.fetch(f, &dir))
             .collect::<Result<Vec<_>>>()?,
         Source::Archive {
@@ -171,6 +199,11 @@ pub struct Verification {
 
 /// Verifies a located dataset: registry checksums where the files are the downloaded originals;
 /// for anything else the loader's own structural checks (run by the caller when loading).
+///
+/// Only the download directory is this crate's own: a file there whose checksum differs is
+/// an error. Files in a directory the user chose (explicit, `$VAE_DATA_DIR`) or a system copy
+/// may legitimately differ byte-wise (re-compressed, uncompressed, hand-placed) and are
+/// reported in [`Verification::structural_only`]. Nothing is modified either way.
 pub fn verify_dataset(located: &Located) -> Result<Verification> {
     let mut report = Verification {
         checksummed: vec![],
@@ -182,9 +215,11 @@ pub fn verify_dataset(located: &Located) -> Result<Verification> {
         }
         match verify_sha256(&path, size, sha) {
             Ok(()) => report.checksummed.push(path),
-            // System copies (e.g. Debian's, re-compressed) and hand-placed CelebA metadata may
-            // differ byte-wise from the originals; the loaders check their structure.
-            Err(_) if located.origin == Origin::System || size.is_none() => {
+            // System copies (e.g. Debian's, re-compressed), files the user placed and
+            // hand-placed CelebA metadata may differ byte-wise from the originals; the loaders
+            // check their structure. Downloads are verified before they are moved into place,
+            // so a mismatch in the download directory means later corruption.
+            Err(_) if located.origin != Origin::Download || size.is_none() => {
                 report.structural_only.push(path)
             }
             Err(e) => return Err(e),

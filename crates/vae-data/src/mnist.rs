@@ -11,6 +11,7 @@ use crate::batcher::{ImageItem, ImageShape};
 use crate::error::{DataError, Result};
 use crate::idx::{IdxImages, IdxLabels};
 use crate::pixels::{PixelMode, PixelTransform};
+use crate::settings::ValidSize;
 
 /// The EMNIST splits (Cohen et al. 2017).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,8 +168,9 @@ impl Dataset<ImageItem> for IdxDataset {
 /// How an MNIST-format dataset is split and presented.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct IdxOptions {
-    /// Examples held out from the end of the training file for validation.
-    pub valid_size: usize,
+    /// Examples held out from the end of the training file for validation (0: none, the
+    /// validation split is empty).
+    pub valid_size: ValidSize,
     /// Pixel mode of the training split.
     pub train_pixels: PixelMode,
     /// Pixel mode of the validation and test splits (use a fixed binarisation when training
@@ -179,7 +181,7 @@ pub struct IdxOptions {
 impl Default for IdxOptions {
     fn default() -> Self {
         Self {
-            valid_size: 10_000,
+            valid_size: ValidSize::Auto,
             train_pixels: PixelMode::Continuous,
             eval_pixels: PixelMode::Continuous,
         }
@@ -191,7 +193,8 @@ impl Default for IdxOptions {
 pub struct IdxSplits {
     /// The training file minus its last `valid_size` examples.
     pub train: IdxDataset,
-    /// The last `valid_size` examples of the training file.
+    /// The last `valid_size` examples of the training file; empty (`len() == 0`) when
+    /// `valid_size` is 0.
     pub valid: IdxDataset,
     /// The test file.
     pub test: IdxDataset,
@@ -248,18 +251,25 @@ impl IdxSplits {
                 ),
             });
         }
-        if options.valid_size >= train_images.count {
+        if train_images.count == 0 {
+            return Err(DataError::Idx {
+                path: train_images.path.clone(),
+                problem: "holds no images; there is nothing to train on".into(),
+            });
+        }
+        let valid_size = options.valid_size.resolve(train_images.count);
+        if valid_size >= train_images.count {
             return Err(DataError::Setting {
                 key: "valid_size",
                 value: options.valid_size.to_string(),
                 expected: format!(
-                    "must be smaller than the {} images of {}, or no training examples are left",
+                    "leaves no training examples ({} has {} images); it must be smaller",
+                    train_images.path.display(),
                     train_images.count,
-                    train_images.path.display()
                 ),
             });
         }
-        let split_at = train_images.count - options.valid_size;
+        let split_at = train_images.count - valid_size;
         let total = train_images.count;
         let (train_images, train_labels) = (Arc::new(train_images), train_labels.map(Arc::new));
         let test_count = test_images.count;

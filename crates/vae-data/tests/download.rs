@@ -137,13 +137,201 @@ fn a_truncated_transfer_is_resumed_from_where_it_stopped() {
     );
 }
 
+/// Every entry of `dir` whose name starts with a dot: the temporary files of downloads.
+fn temporary_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
 #[test]
-fn a_corrupt_existing_file_is_replaced() {
+fn a_present_file_with_unknown_content_is_left_alone() {
+    let bytes = payload();
+    let dir = tempdir();
+    let users = b"the user's own copy, not the registered file".to_vec();
+    std::fs::write(dir.path().join("file.gz"), &users).unwrap();
+    // No server: were the file deleted, nothing could bring it back.
+    let file = remote("file.gz", &bytes, vec!["http://127.0.0.1:9/none".into()]);
+    let err = downloader().fetch(&file, dir.path()).unwrap_err();
+    assert!(matches!(err, DataError::NotReplaced { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("file.gz"), "{message}");
+    assert!(message.contains("SHA-256"), "{message}");
+    assert!(message.contains("left untouched"), "{message}");
+    assert_eq!(std::fs::read(dir.path().join("file.gz")).unwrap(), users);
+}
+
+#[test]
+fn a_corrupt_existing_file_is_reported_not_replaced() {
     let bytes = payload();
     let server = Server::start(vec![("/a/file.gz", Route::File(bytes.clone()))]);
     let file = remote("file.gz", &bytes, vec![server.url("/a")]);
     let dir = tempdir();
     std::fs::write(dir.path().join("file.gz"), b"not the file").unwrap();
-    let path = downloader().fetch(&file, dir.path()).unwrap();
-    assert_eq!(std::fs::read(path).unwrap(), bytes);
+    let err = downloader().fetch(&file, dir.path()).unwrap_err();
+    assert!(matches!(err, DataError::NotReplaced { .. }), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("file.gz")).unwrap(),
+        b"not the file"
+    );
+    assert!(
+        server.requests.lock().unwrap().is_empty(),
+        "nothing to download"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_dangling_symlink_is_named_and_kept() {
+    let bytes = payload();
+    let server = Server::start(vec![("/a/file.gz", Route::File(bytes.clone()))]);
+    let file = remote("file.gz", &bytes, vec![server.url("/a")]);
+    let dir = tempdir();
+    let link = dir.path().join("file.gz");
+    std::os::unix::fs::symlink(dir.path().join("elsewhere/file.gz"), &link).unwrap();
+    let err = downloader().fetch(&file, dir.path()).unwrap_err();
+    assert!(matches!(err, DataError::DanglingLink { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains(&link.display().to_string()), "{message}");
+    assert!(message.contains("elsewhere"), "{message}");
+    assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+}
+
+#[test]
+fn downloads_use_a_unique_temporary_name_and_leave_none_behind() {
+    let bytes = payload();
+    let server = Server::start(vec![("/a/file.gz", Route::File(bytes.clone()))]);
+    let file = remote("file.gz", &bytes, vec![server.url("/a")]);
+    let dir = tempdir();
+    // Several downloads of the same file at once all succeed with the same bytes.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| downloader().fetch(&file, dir.path()).unwrap());
+        }
+    });
+    assert_eq!(std::fs::read(dir.path().join("file.gz")).unwrap(), bytes);
+    assert!(!dir.path().join("file.gz.part").exists());
+    assert_eq!(temporary_files(dir.path()), Vec::<String>::new());
+    let a = vae_data::download::unique_temp_path(&dir.path().join("x.bin"), "part");
+    let b = vae_data::download::unique_temp_path(&dir.path().join("x.bin"), "part");
+    assert_ne!(a, b);
+    assert!(
+        a.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .contains(&std::process::id().to_string())
+    );
+}
+
+/// An MNIST-layout directory with one file missing and another replaced by the user's own
+/// bytes; a downloader whose only mirror is `mirror`.
+fn incomplete_mnist(mirror: String) -> (tempfile::TempDir, Vec<u8>, vae_data::Downloader) {
+    let dir = tempdir();
+    common::write_mnist_dir(dir.path(), 30, 10, 4, true);
+    std::fs::remove_file(dir.path().join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let users = common::gzip(&common::idx_bytes(&[30], &[7; 30]));
+    std::fs::write(dir.path().join("train-labels-idx1-ubyte.gz"), &users).unwrap();
+    (dir, users, downloader().with_mirrors(vec![mirror]))
+}
+
+#[test]
+fn locate_never_touches_present_files_when_a_download_fails() {
+    let (dir, users, downloader) = incomplete_mnist("http://127.0.0.1:9/none".into());
+    let roots = vae_data::DataRoots {
+        env_root: None,
+        download_root: dir.path().join("unused"),
+        use_system_copies: false,
+    };
+    let before: Vec<Vec<u8>> = ["train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"]
+        .iter()
+        .map(|n| std::fs::read(dir.path().join(n)).unwrap())
+        .collect();
+    let err = vae_data::locate("mnist", Some(dir.path()), &roots, Some(&downloader)).unwrap_err();
+    let DataError::Download { file, .. } = &err else {
+        panic!("{err}")
+    };
+    // Only the missing file was tried.
+    assert_eq!(file, "t10k-labels-idx1-ubyte.gz");
+    assert_eq!(
+        std::fs::read(dir.path().join("train-labels-idx1-ubyte.gz")).unwrap(),
+        users,
+        "the user's file was modified"
+    );
+    for (name, bytes) in ["train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"]
+        .iter()
+        .zip(before)
+    {
+        assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), bytes);
+    }
+    assert_eq!(temporary_files(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn locate_downloads_only_what_is_missing() {
+    // The registered t10k labels of MNIST are not these bytes, so the download cannot verify:
+    // what matters is that only the missing file is asked for and the rest is left alone.
+    let labels = common::gzip(&common::idx_bytes(&[10], &[1; 10]));
+    let server = Server::start(vec![("/m/t10k-labels-idx1-ubyte.gz", Route::File(labels))]);
+    let (dir, users, downloader) = incomplete_mnist(server.url("/m"));
+    let roots = vae_data::DataRoots {
+        env_root: None,
+        download_root: dir.path().join("unused"),
+        use_system_copies: false,
+    };
+    let err = vae_data::locate("mnist", Some(dir.path()), &roots, Some(&downloader)).unwrap_err();
+    assert!(
+        matches!(&err, DataError::Download { file, .. } if file == "t10k-labels-idx1-ubyte.gz"),
+        "{err}"
+    );
+    assert_eq!(
+        *server.requests.lock().unwrap(),
+        vec!["/m/t10k-labels-idx1-ubyte.gz".to_string()]
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("train-labels-idx1-ubyte.gz")).unwrap(),
+        users
+    );
+    assert!(!dir.path().join("t10k-labels-idx1-ubyte.gz").exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn locate_names_a_dangling_symlink() {
+    let (dir, _, downloader) = incomplete_mnist("http://127.0.0.1:9/none".into());
+    let link = dir.path().join("t10k-labels-idx1-ubyte.gz");
+    std::os::unix::fs::symlink("/nonexistent/t10k-labels-idx1-ubyte.gz", &link).unwrap();
+    let roots = vae_data::DataRoots {
+        env_root: None,
+        download_root: dir.path().join("unused"),
+        use_system_copies: false,
+    };
+    let err = vae_data::locate("mnist", Some(dir.path()), &roots, Some(&downloader)).unwrap_err();
+    assert!(matches!(err, DataError::DanglingLink { .. }), "{err}");
+    assert!(
+        err.to_string().contains("t10k-labels-idx1-ubyte.gz"),
+        "{err}"
+    );
+    assert!(link.symlink_metadata().is_ok(), "the link was removed");
+}
+
+#[test]
+fn verify_dataset_reports_a_users_own_copy_as_structural_and_changes_nothing() {
+    let dir = tempdir();
+    common::write_mnist_dir(dir.path(), 30, 10, 4, true);
+    let roots = vae_data::DataRoots {
+        env_root: None,
+        download_root: dir.path().join("unused"),
+        use_system_copies: false,
+    };
+    let located = vae_data::locate("mnist", Some(dir.path()), &roots, None).unwrap();
+    let before = std::fs::read(dir.path().join("train-labels-idx1-ubyte.gz")).unwrap();
+    let report = vae_data::verify_dataset(&located).unwrap();
+    assert_eq!(report.checksummed, Vec::<std::path::PathBuf>::new());
+    assert_eq!(report.structural_only.len(), 4);
+    assert_eq!(
+        std::fs::read(dir.path().join("train-labels-idx1-ubyte.gz")).unwrap(),
+        before
+    );
 }

@@ -169,11 +169,84 @@ fn an_image_folder_splits_deterministically() {
         ..ImageFolderOptions::default()
     };
     let splits = ImageFolderSplits::load(dir.path(), &options).unwrap();
+    // About a tenth each, by a hash of the relative path (the same on every machine).
     assert_eq!(
         (splits.train.len(), splits.valid.len(), splits.test.len()),
-        (32, 4, 4)
+        (27, 2, 11)
     );
+    let again = ImageFolderSplits::load(dir.path(), &options).unwrap();
+    assert_eq!(again.valid.paths(), splits.valid.paths());
+    assert_eq!(again.test.paths(), splits.test.paths());
     assert_eq!(splits.train.get(0).unwrap().pixels.len(), 3 * 16 * 16);
     let err = ImageFolderSplits::load(&dir.path().join("nope"), &options).unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
+}
+
+#[test]
+fn processes_building_the_same_cache_at_once_all_succeed() {
+    let dir = tempdir();
+    for i in 0..48 {
+        std::fs::write(
+            dir.path().join(format!("img{i:02}.jpg")),
+            jpeg(60, 50, i as u8),
+        )
+        .unwrap();
+    }
+    let cache = tempdir();
+    let options = ImageFolderOptions {
+        preprocess: Preprocess::square(16),
+        valid_every: 8,
+        test_every: 8,
+        cache_dir: Some(cache.path().to_path_buf()),
+        progress: false,
+        ..ImageFolderOptions::default()
+    };
+    let uncached = ImageFolderSplits::load(
+        dir.path(),
+        &ImageFolderOptions {
+            cache_dir: None,
+            ..options.clone()
+        },
+    )
+    .unwrap();
+    let builders = 6;
+    let start = std::sync::Barrier::new(builders);
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..builders)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    ImageFolderSplits::load(dir.path(), &options)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for result in results {
+        let splits = result.unwrap_or_else(|e| panic!("a concurrent build failed: {e}"));
+        for (cached, decoded) in [
+            (&splits.train, &uncached.train),
+            (&splits.valid, &uncached.valid),
+            (&splits.test, &uncached.test),
+        ] {
+            assert_eq!(cached.len(), decoded.len());
+            for i in 0..cached.len() {
+                assert!(cached.get(i) == decoded.get(i), "cached image {i} differs");
+            }
+        }
+    }
+    // Only the three finished caches remain: no temporary files left behind.
+    let mut left: Vec<String> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "folder-test-s16-ch3.u8",
+            "folder-train-s16-ch3.u8",
+            "folder-valid-s16-ch3.u8"
+        ]
+    );
 }

@@ -9,7 +9,8 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use common::{tempdir, write_mnist_dir};
 use vae_data::{
-    DataRoots, IdxOptions, IdxSplits, ImageBatcher, MnistFamily, Origin, PixelMode, locate,
+    DataRoots, IdxOptions, IdxSplits, ImageBatcher, MnistFamily, Origin, PixelMode, ValidSize,
+    locate,
 };
 
 #[test]
@@ -17,7 +18,7 @@ fn splits_cut_validation_from_the_end_of_training() {
     let dir = tempdir();
     write_mnist_dir(dir.path(), 50, 12, 6, true);
     let options = IdxOptions {
-        valid_size: 10,
+        valid_size: ValidSize::Count(10),
         ..IdxOptions::default()
     };
     let splits = IdxSplits::load(dir.path(), MnistFamily::Mnist, options).unwrap();
@@ -45,7 +46,7 @@ fn labels_must_match_images() {
         dir.path(),
         MnistFamily::Mnist,
         IdxOptions {
-            valid_size: 5,
+            valid_size: ValidSize::Count(5),
             ..Default::default()
         },
     )
@@ -72,7 +73,7 @@ fn batcher_scales_bytes_to_unit_interval() {
     let dir = tempdir();
     write_mnist_dir(dir.path(), 30, 5, 4, true);
     let options = IdxOptions {
-        valid_size: 5,
+        valid_size: ValidSize::Count(5),
         train_pixels: PixelMode::Threshold { threshold: 0.5 },
         eval_pixels: PixelMode::Continuous,
     };

@@ -1,72 +1,12 @@
 //! End to end: the `cargo xtask` commands on the real Fashion-MNIST (Debian's copy), on
 //! generated CelebA-layout fixtures and image folders, and their error paths.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+
+use common::{fails, fashion_mnist_installed, metrics, ok};
 use serde_json::Value;
-
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .env_remove("VAE_DATA_DIR")
-        .env(
-            "XDG_CACHE_HOME",
-            std::env::temp_dir().join("vae-xtask-tests-cache"),
-        )
-        .output()
-        .expect("xtask runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = xtask(args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "`xtask {}` failed:\n{text}",
-        args.join(" ")
-    );
-    text
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = xtask(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !out.status.success(),
-        "`xtask {}` should fail",
-        args.join(" ")
-    );
-    assert!(stderr.contains("error: "), "no error line: {stderr}");
-    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    stderr
-}
-
-/// Whether Debian's Fashion-MNIST (`apt-get install dataset-fashion-mnist`) is installed. The
-/// tests that train on it skip with a message where it is not, unless
-/// `VAE_REQUIRE_SYSTEM_DATA` is set (CI sets it, so there they cannot skip).
-fn fashion_mnist_installed(test: &str) -> bool {
-    let present =
-        Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file();
-    if !present {
-        assert!(
-            std::env::var_os("VAE_REQUIRE_SYSTEM_DATA").is_none(),
-            "{test}: /usr/share/datasets/fashion-mnist is missing (apt-get install dataset-fashion-mnist)"
-        );
-        eprintln!(
-            "skipped {test}: /usr/share/datasets/fashion-mnist is missing (apt-get install dataset-fashion-mnist)"
-        );
-    }
-    present
-}
-
-fn metrics(run: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(run.join("metrics.json")).unwrap()).unwrap()
-}
 
 fn floats(v: &Value) -> Vec<f64> {
     v.as_array()
@@ -408,83 +348,6 @@ fn a_diverging_run_stops_with_a_clear_message() {
     assert!(
         !run.join("model.safetensors").exists(),
         "a diverged model must not be published"
-    );
-}
-
-#[cfg(unix)]
-#[test]
-fn ctrl_c_checkpoints_and_resume_redoes_the_epoch() {
-    if !fashion_mnist_installed("ctrl_c_checkpoints_and_resume_redoes_the_epoch") {
-        return;
-    }
-    use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().unwrap();
-    let run: PathBuf = dir.path().join("run");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args([
-            "train",
-            "fashion-mnist",
-            "--epochs",
-            "3",
-            "--limit",
-            "30000",
-            "--out",
-            run.to_str().unwrap(),
-            "--backend",
-            "cpu",
-        ])
-        .env_remove("VAE_DATA_DIR")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for epoch 1 to finish, then interrupt epoch 2.
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().starts_with("epoch 1/3 valid") {
-            break;
-        }
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
-    assert!(child.wait().unwrap().success(), "{rest:?}");
-    assert!(
-        rest.iter().any(|l| l.contains("stopped during epoch 2")),
-        "{rest:?}"
-    );
-    let marker: Value = serde_json::from_slice(
-        &std::fs::read(run.join("checkpoints/checkpoint/latest.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        (marker["epoch"].as_u64(), marker["complete"].as_bool()),
-        (Some(1), Some(false))
-    );
-    let steps = marker["optimizer_steps"].as_u64().unwrap();
-    assert!(
-        steps > 235 && steps < 470,
-        "stopped inside epoch 2: {steps} steps"
-    );
-
-    let text = ok(&[
-        "train",
-        "fashion-mnist",
-        "--resume",
-        "--out",
-        run.to_str().unwrap(),
-        "--backend",
-        "cpu",
-    ]);
-    assert!(
-        text.contains("epoch 2/3 train") && text.contains("epoch 3/3 valid"),
-        "{text}"
-    );
-    assert_eq!(
-        metrics(&run)["train"]["epoch"],
-        serde_json::json!([1, 2, 3])
     );
 }
 

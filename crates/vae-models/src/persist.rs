@@ -75,6 +75,18 @@ pub fn save_safetensors<B: Backend, M: Module<B>>(
         })
 }
 
+/// The safetensors file [`save_safetensors`] writes, as bytes (to write it atomically, or
+/// elsewhere than a file).
+pub fn safetensors_bytes<B: Backend, M: Module<B>>(module: &M) -> Result<Vec<u8>, PersistError> {
+    let failed = |e: &dyn std::fmt::Display| PersistError::Safetensors {
+        path: "<memory>".into(),
+        message: e.to_string(),
+    };
+    let mut store = SafetensorsStore::from_bytes(None);
+    module.save_into(&mut store).map_err(|e| failed(&e))?;
+    store.get_bytes().map_err(|e| failed(&e))
+}
+
 /// Loads a safetensors file written by [`save_safetensors`] into `module`; every tensor of the
 /// module must be present with the right shape.
 pub fn load_safetensors<B: Backend, M: Module<B>>(

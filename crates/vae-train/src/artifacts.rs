@@ -46,15 +46,23 @@ pub fn save_grid(
             }
         }
     }
-    let result = if c == 1 {
-        GrayImage::from_fn(gw as u32, gh as u32, |x, y| {
+    if c == 1 {
+        let grey = GrayImage::from_fn(gw as u32, gh as u32, |x, y| {
             image::Luma([rgb.get_pixel(x, y)[0]])
-        })
-        .save(path)
+        });
+        save_png(grey.into(), path)
     } else {
-        rgb.save(path)
-    };
-    result.map_err(|e| TrainError::file(path, e))
+        save_png(rgb.into(), path)
+    }
+}
+
+/// Writes a PNG atomically (a crash leaves the old picture or the new one, never half).
+fn save_png(image: image::DynamicImage, path: &Path) -> Result<(), TrainError> {
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut bytes, image::ImageFormat::Png)
+        .map_err(|e| TrainError::file(path, e))?;
+    crate::checkpoint::write_atomically(path, &bytes.into_inner())
 }
 
 /// The rows of `[n, D]` values as host vectors.
@@ -256,9 +264,7 @@ pub fn write_curves(history: &History, path: &Path) -> Result<(), TrainError> {
         }),
         panel("KL(q(z|x) || p(z)) (nats)", |m| m.elbo.kl_nats),
     ];
-    render(&panels, 420, 300)
-        .save(path)
-        .map_err(|e| TrainError::file(path, e))
+    save_png(render(&panels, 420, 300).into(), path)
 }
 
 #[cfg(test)]

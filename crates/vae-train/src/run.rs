@@ -13,6 +13,7 @@ use vae_data::{DataSplits, ImageItem, load_dataset};
 use vae_models::{TrainableDecoder, TrainableEncoder, Vae, persist};
 
 use crate::artifacts;
+use crate::checkpoint::write_atomically;
 use crate::error::TrainError;
 use crate::evaluate::{self, BitsPerDim, Prefix, TestMetrics};
 use crate::renderer::{History, RunControl};
@@ -109,6 +110,7 @@ pub fn train_run<S: ModelSpec, B: AutodiffBackend>(
     config.validate()?;
     config.model.validate(data.shape)?;
     let _lock = run.lock()?;
+    run.remove_temporaries();
     // Refuse before anything is written: a finished or existing run keeps its configuration,
     // and a resumed one its model and data.
     let earlier = if options.resume {
@@ -217,7 +219,7 @@ impl<S: ModelSpec, B: AutodiffBackend> ModelVisitor<B> for TrainVisitor<'_, S, B
         test.epoch = Some(metrics.epochs);
         metrics.set_test(test);
         // metrics.json last: its test evaluation of the last epoch marks the run finished.
-        persist::save_safetensors(&model, &run.weights_file())?;
+        write_atomically(&run.weights_file(), &persist::safetensors_bytes(&model)?)?;
         artifacts::write_model_pictures(
             &model,
             data.test.as_ref(),

@@ -176,14 +176,13 @@ impl RunDir {
                 epoch: marker.epoch,
             });
         }
+        run.remove_temporaries();
         let is_run = run.info_file().is_file();
         let entries = std::fs::read_dir(&run.root).map_err(|e| TrainError::file(&run.root, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| TrainError::file(&run.root, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if is_temporary_name(&name) {
-                // Left by a crash of our own earlier attempt.
-                let _ = std::fs::remove_file(entry.path());
                 continue;
             }
             if !is_run && name != LOCK {
@@ -239,6 +238,20 @@ impl RunDir {
                 })
             }
             Err(std::fs::TryLockError::Error(e)) => Err(TrainError::file(&path, e)),
+        }
+    }
+
+    /// Removes the temporary files that a crash in the middle of writing one of the run's
+    /// files left behind (their names are unique to the writer, so no live write is touched
+    /// while the caller holds the run's [lock](Self::lock)).
+    pub fn remove_temporaries(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if is_temporary_name(&entry.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
 

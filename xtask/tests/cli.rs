@@ -289,6 +289,27 @@ fn errors_are_one_clear_message() {
         "{err}"
     );
 
+    // NaN, infinity and integers no setting can hold say so.
+    for (set, says) in [
+        ("training.learning_rate=nan", "must be a finite number"),
+        ("training.learning_rate=inf", "must be a finite number"),
+        ("training.epochs=99999999999999999999999", "too large"),
+    ] {
+        let err = fails(&[
+            "train",
+            "fashion-mnist",
+            "--set",
+            set,
+            "--out",
+            o,
+            "--backend",
+            "cpu",
+        ]);
+        let key = set.split('=').next().unwrap();
+        assert!(err.contains(key) && err.contains(says), "{set}: {err}");
+        assert!(!err.contains("invalid type"), "{set}: {err}");
+    }
+
     let file = dir.path().join("a-file");
     std::fs::write(&file, "").unwrap();
     let err = fails(&[
@@ -349,6 +370,34 @@ fn a_diverging_run_stops_with_a_clear_message() {
         !run.join("model.safetensors").exists(),
         "a diverged model must not be published"
     );
+}
+
+#[test]
+fn valid_size_zero_trains_on_every_example_without_validation() {
+    if !fashion_mnist_installed("valid_size_zero_trains_on_every_example_without_validation") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let text = ok(&[
+        "train",
+        "fashion-mnist",
+        "--limit",
+        "1000",
+        "--epochs",
+        "2",
+        "--set",
+        "data.valid_size=0",
+        "--out",
+        run.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(text.contains("1000 train / 0 valid"), "{text}");
+    let m = metrics(&run);
+    assert_eq!(m["train"]["epoch"], serde_json::json!([1, 2]));
+    assert_eq!(m["valid"]["epoch"], serde_json::json!([]));
+    assert!(m["test"]["neg_elbo_nats"].as_f64().unwrap() > 0.0);
 }
 
 #[test]

@@ -6,8 +6,10 @@
 //!   run.json             facts that are not configuration (RunInfo): data directory, backend
 //!   metrics.json         per-epoch curves, test metrics, throughput (RunMetrics)
 //!   model.safetensors    final weights (tensor names = module paths)
-//!   checkpoints/         burn-train's directory: checkpoint/{model,optim,scheduler}-N.mpk,
-//!                        checkpoint/latest.json (the last verified checkpoint), history.json
+//!   checkpoints/         burn-train's directory: checkpoint/{model,optim,scheduler}-N.mpk
+//!                        (N numbers checkpoints), checkpoint/latest.json (the last verified
+//!                        checkpoint and the one before), history.json
+//!   .lock                held by the process writing the run
 //!   *.png                reconstructions, samples, interpolation, traversal, curves, manifold
 //! ```
 

@@ -71,14 +71,17 @@ fn fashion_mnist_trains_evaluates_samples_and_resumes() {
         }
     }
     let test = &m["test"];
-    for key in [
-        "neg_elbo_nats",
-        "log_likelihood_nats",
-        "kl_nats",
-        "bits_per_dim",
-    ] {
+    for key in ["neg_elbo_nats", "log_likelihood_nats", "kl_nats"] {
         assert!(test[key].as_f64().unwrap().is_finite(), "test.{key}");
     }
+    // Continuous pixels: a Bernoulli "likelihood" is no code length, so no bits/dim.
+    assert!(test.get("bits_per_dim").is_none(), "{test}");
+    assert!(
+        test["bits_per_dim_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("continuous pixels")),
+        "{test}"
+    );
     assert!(m["train_images_per_second"].as_f64().unwrap() > 0.0);
 
     // eval adds the importance-sampled log p(x), which beats the ELBO.
@@ -204,7 +207,15 @@ fn celeba_layout_fixtures_train() {
         "2-D latent space draws a manifold"
     );
     let m = metrics(&run);
-    assert_eq!(m["test"]["bits_per_dim_convention"], "density8-bit");
+    // A density of pixels that were not dequantised: no bits/dim, and the reason.
+    assert!(m["test"].get("bits_per_dim").is_none(), "{}", m["test"]);
+    assert!(
+        m["test"]["bits_per_dim_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("dequantised")),
+        "{}",
+        m["test"]
+    );
     assert_eq!(m["test"]["examples"], 5);
 }
 

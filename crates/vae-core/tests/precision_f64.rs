@@ -1,0 +1,30 @@
+//! The precision checks of `precision/mod.rs` in f64, on `Autodiff<NdArray<f64>>`: a test
+//! binary of its own, so burn 0.21's per-device-type default float dtype is F64 for the
+//! whole process (`common::device_at_precision`).
+
+mod common;
+mod precision;
+
+use burn::backend::{Autodiff, NdArray};
+
+type Ad = Autodiff<NdArray<f64>>;
+
+#[test]
+fn kl_standard_normal_is_accurate_near_zero() {
+    precision::kl_standard_normal_is_accurate_near_zero::<Ad>();
+}
+
+#[test]
+fn kl_standard_normal_is_accurate_across_log_variances() {
+    precision::kl_standard_normal_is_accurate_across_log_variances::<Ad>();
+}
+
+#[test]
+fn kl_divergence_is_accurate_near_zero() {
+    precision::kl_divergence_is_accurate_near_zero::<Ad>();
+}
+
+#[test]
+fn log_mean_exp_of_an_all_neg_infinite_column_is_neg_infinite() {
+    precision::log_mean_exp_of_an_all_neg_infinite_column_is_neg_infinite::<Ad>();
+}

@@ -28,3 +28,13 @@ fn kl_divergence_is_accurate_near_zero() {
 fn log_mean_exp_of_an_all_neg_infinite_column_is_neg_infinite() {
     precision::log_mean_exp_of_an_all_neg_infinite_column_is_neg_infinite::<Ad>();
 }
+
+#[test]
+fn bernoulli_gradient_is_x_minus_sigmoid_at_confident_logits() {
+    precision::bernoulli_gradient_is_x_minus_sigmoid_at_confident_logits::<Ad>();
+}
+
+#[test]
+fn bernoulli_probs_are_accurate_in_their_own_precision() {
+    precision::bernoulli_probs_are_accurate_in_their_own_precision::<Ad>();
+}

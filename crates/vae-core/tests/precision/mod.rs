@@ -1,4 +1,5 @@
-//! Precision at the edges (issue 17): the KL near zero and `log_mean_exp` of an all −∞ column.
+//! Precision at the edges (issue 17): the KL near zero, `log_mean_exp` of an all −∞ column,
+//! the Bernoulli gradient at confident logits and σ in the tensor's own float type.
 //!
 //! Generic over the autodiff backend; `precision_f32.rs` and `precision_f64.rs` run every check
 //! at one precision each, in a test binary (process) of its own, because burn 0.21 keeps one
@@ -9,7 +10,7 @@
 
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, Tensor};
-use vae_core::{DiagonalGaussian, log_mean_exp};
+use vae_core::{Bernoulli, DiagonalGaussian, ObservationModel, log_mean_exp};
 
 use crate::common::{device_at_precision, named_dtype, tensor, to_vec};
 
@@ -230,4 +231,114 @@ pub fn log_mean_exp_of_an_all_neg_infinite_column_is_neg_infinite<Bk: AutodiffBa
             "{dtype:?} gradient {gradient:?}, exact {exact_gradient:?}"
         );
     }
+}
+
+/// ∂ log p(x|η) / ∂η = x − σ(η), relative to its own size, at confident logits: through the
+/// generic path (NdArray) this was burn's `log_sigmoid` backward, 1 − 1/z, which gives 0 at
+/// η = −17, x = 0 in f32 (exact −4.1e-8) and is off by up to 4 % for η ∈ (−16.6, −10).
+pub fn bernoulli_gradient_is_x_minus_sigmoid_at_confident_logits<Bk: AutodiffBackend>() {
+    let dtype = named_dtype::<Bk>();
+    let device = device_at_precision::<Bk>();
+    let mut cases = vec![
+        (0.0, -17.0),
+        (1.0, 17.0),
+        (0.0, 0.0),
+        (1.0, 0.0),
+        (0.3, 5.0),
+    ];
+    cases.extend((0..=33).flat_map(|i| {
+        let eta = -16.6 + 0.2 * f64::from(i);
+        [(0.0, eta), (1.0, -eta)]
+    }));
+    let d = cases.len();
+    let x = tensor::<Bk, 2>(cases.iter().map(|c| c.0).collect(), [1, d], &device);
+    let logits =
+        tensor::<Bk, 3>(cases.iter().map(|c| c.1).collect(), [1, 1, d], &device).require_grad();
+    let log_prob = Bernoulli::from_logits(logits.clone()).log_prob(x.clone());
+    assert_eq!(log_prob.dtype(), dtype, "log-prob dtype");
+    let grads = log_prob.clone().sum().backward();
+    let gradient = to_vec(logits.grad(&grads).expect("∂/∂η"));
+    let (x, eta) = (to_vec(x), to_vec(logits.inner()));
+    let (mut exact_log_prob, mut magnitude) = (0.0, 0.0);
+    let mut worst = (0f64, 0.0, 0.0, 0.0);
+    for ((&x, &eta), &got) in x.iter().zip(&eta).zip(&gradient) {
+        // x − σ(η) = (x − 1) + σ(−η) for η > 0: no cancellation either side, in f64.
+        let decay = (-eta.abs()).exp();
+        let tail = decay / (1.0 + decay);
+        let exact = if eta > 0.0 {
+            (x - 1.0) + tail
+        } else {
+            x - tail
+        };
+        exact_log_prob += x * eta - (eta.max(0.0) + decay.ln_1p());
+        magnitude += (x * eta).abs() + eta.abs() + decay.ln_1p();
+        let error = relative_error_in_epsilons(got, exact, dtype);
+        if error > worst.0 {
+            worst = (error, x, eta, got);
+        }
+        if (x, eta) == (0.0, -17.0) {
+            eprintln!("{dtype:?} ∂ log p/∂η at η = −17, x = 0: {got:.6e} (exact {exact:.6e})");
+        }
+    }
+    let (error, at_x, at_eta, got) = worst;
+    eprintln!(
+        "{dtype:?} Bernoulli ∂/∂η over {d} confident logits: worst {error:.2} ε \
+         (x = {at_x}, η = {at_eta}: {got:e})"
+    );
+    assert!(error <= 4.0, "{dtype:?} worst ∂/∂η error {error} ε");
+    let total = to_vec(log_prob.inner())[0];
+    // A sum of d terms: rounding grows with d and with the terms' magnitudes.
+    assert!(
+        (total - exact_log_prob).abs() <= d as f64 * epsilon(dtype) * magnitude,
+        "{dtype:?} log p {total} vs {exact_log_prob}"
+    );
+}
+
+/// σ(η) (the Bernoulli `probs` and `mean`) within 2 ε of the exact value relative to σ, in the
+/// logits' own type (before: burn's generic `sigmoid` ran in f32, 9e-8 off in f64), and its
+/// derivative σ(1 − σ) at η = 0 (¼) and in the tails.
+pub fn bernoulli_probs_are_accurate_in_their_own_precision<Bk: AutodiffBackend>() {
+    let dtype = named_dtype::<Bk>();
+    let device = device_at_precision::<Bk>();
+    let etas = vec![
+        -80.0, -30.0, -17.0, -5.0, -0.3, -1e-9, 0.0, 1e-9, 0.3, 0.7, 5.0, 17.0, 30.0,
+    ];
+    let n = etas.len();
+    let logits = tensor::<Bk, 3>(etas, [1, 1, n], &device).require_grad();
+    let model = Bernoulli::from_logits(logits.clone());
+    let probs = model.probs();
+    assert_eq!(probs.dtype(), dtype, "probs dtype");
+    assert_eq!(
+        to_vec(model.mean().inner()),
+        to_vec(probs.clone().inner()),
+        "mean is probs"
+    );
+    let grads = probs.clone().sum().backward();
+    let gradient = to_vec(logits.grad(&grads).expect("∂σ/∂η"));
+    let mut worst = 0f64;
+    let mut worst_gradient = 0f64;
+    for ((&eta, &p), &d) in to_vec(logits.inner())
+        .iter()
+        .zip(&to_vec(probs.inner()))
+        .zip(&gradient)
+    {
+        // σ(η) and σ(η)(1 − σ(η)) = e / (1 + e)² from e = e^{−|η|}: no cancellation in f64.
+        let decay = (-eta.abs()).exp();
+        let exact = if eta >= 0.0 {
+            1.0 / (1.0 + decay)
+        } else {
+            decay / (1.0 + decay)
+        };
+        worst = worst.max(relative_error_in_epsilons(p, exact, dtype));
+        let exact_gradient = decay / (1.0 + decay).powi(2);
+        worst_gradient = worst_gradient.max(relative_error_in_epsilons(d, exact_gradient, dtype));
+    }
+    eprintln!(
+        "{dtype:?} σ(η) over {n} logits: worst {worst:.2} ε; ∂σ/∂η worst {worst_gradient:.2} ε"
+    );
+    assert!(worst <= 2.0, "{dtype:?} worst σ error {worst} ε");
+    assert!(
+        worst_gradient <= 8.0,
+        "{dtype:?} worst ∂σ/∂η error {worst_gradient} ε"
+    );
 }

@@ -1,15 +1,16 @@
 //! Bernoulli observation model, parameterised by logits.
 
-use burn::tensor::{Distribution, Tensor, activation::sigmoid, backend::Backend};
+use burn::tensor::{Distribution, Tensor, backend::Backend};
 
-use crate::observation::{ObservationModel, broadcast_data};
+use crate::observation::{ObservationModel, broadcast_data, sigmoid};
 
 /// Independent Bernoulli distributions over each data dimension, parameterised by **logits**
 /// η = log(p / (1 − p)): the decoder's last layer is linear, with no sigmoid in front.
 ///
 /// `log p(x|η) = Σ_d [x_d log σ(η_d) + (1 − x_d) log σ(−η_d)] = Σ_d [x_d η_d − softplus(η_d)]`,
-/// evaluated as `x η + log σ(−η)`, which is finite for every finite η (the naive
-/// `x log p + (1−x) log(1−p)` is −∞ once p rounds to 0 or 1).
+/// evaluated by [`vae_kernels::bernoulli_log_prob`], which is finite for every finite η (the
+/// naive `x log p + (1−x) log(1−p)` is −∞ once p rounds to 0 or 1) and forms the gradient
+/// ∂/∂η_d = x_d − σ(η_d) directly, accurate relative to its size even where σ(η) ≈ 0 or 1.
 ///
 /// Targets may be continuous in [0, 1] (grey-scale pixels), as in Kingma & Welling's and
 /// PyTorch's MNIST examples; the value is then a cross-entropy, not a normalised log-density
@@ -31,7 +32,8 @@ impl<B: Backend> Bernoulli<B> {
         self.logits.clone()
     }
 
-    /// The success probabilities p = σ(η), shape `[S, N, D]`.
+    /// The success probabilities p = σ(η), shape `[S, N, D]`, accurate relative to p in the
+    /// logits' own float type (burn's generic `sigmoid` rounds through f32).
     pub fn probs(&self) -> Tensor<B, 3> {
         sigmoid(self.logits.clone())
     }

@@ -23,9 +23,12 @@ use crate::units::LN_2PI;
 ///
 /// # Scale clamping
 ///
-/// ln σ is clamped to ≥ [`LOG_SCALE_MIN`](Self::LOG_SCALE_MIN) = −7 (σ ≥ 9.1e-4, a quarter of
+/// A σ that is learned or estimated — [`Gaussian::new`] and [`Gaussian::with_optimal_scale`] —
+/// has ln σ clamped to ≥ [`LOG_SCALE_MIN`](Self::LOG_SCALE_MIN) = −7 (σ ≥ 9.1e-4, a quarter of
 /// an 8-bit grey level on [0,1] data): below that the density of quantised data can grow
-/// without bound and learned σ would chase it.
+/// without bound and a learned σ would chase it. A σ you fix with [`Gaussian::fixed`] is used
+/// exactly as given, unclamped (`Gaussian::fixed(μ, 1e-4)` has σ = 1e-4): nothing chases a
+/// constant, and a deliberately small σ (a near-deterministic decoder) is a legitimate choice.
 #[derive(Debug, Clone)]
 pub struct Gaussian<B: Backend> {
     mean: Tensor<B, 3>,
@@ -56,7 +59,8 @@ impl<B: Backend> Gaussian<B> {
         }
     }
 
-    /// N(mean, σ²) with one fixed σ > 0 for every dimension.
+    /// N(mean, σ²) with one fixed σ > 0 for every dimension, used exactly as given: unlike
+    /// [`Gaussian::new`], no lower bound is applied. σ is stored in `mean`'s float type.
     ///
     /// # Panics
     /// If `sigma` is not a positive finite number.
@@ -65,7 +69,9 @@ impl<B: Backend> Gaussian<B> {
             sigma.is_finite() && sigma > 0.0,
             "Gaussian::fixed: σ must be positive and finite, got {sigma}"
         );
-        let log_scale = Tensor::full([1, 1, 1], sigma.ln(), &mean.device());
+        // In mean's dtype, not the device default: burn 0.21 keeps one default float type per
+        // device type, which an f64 model may not own.
+        let log_scale = Tensor::full([1, 1, 1], sigma.ln(), (&mean.device(), mean.dtype()));
         Self { mean, log_scale }
     }
 

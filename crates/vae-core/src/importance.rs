@@ -8,13 +8,25 @@ use crate::observation::ObservationModel;
 
 /// log Σ_s exp(a_s) over dimension 0 of `[S, N]`, shape `[N]`, without overflow: the maximum is
 /// subtracted first (its gradient cancels, so it is detached).
+///
+/// A column that is all −∞ (every weight zero) gives −∞, as log 0 should, with a zero
+/// gradient: its maximum −∞ is replaced by 0 before the shift (−∞ − (−∞) is NaN), and its
+/// empty sum by 1 before the log, so neither log 0 nor its infinite derivative times the zero
+/// derivative of exp(−∞) (NaN) enters the graph; the −∞ is written back afterwards.
 fn log_sum_exp<B: Backend>(a: Tensor<B, 2>) -> Tensor<B, 1> {
     let max = a.clone().max_dim(0).detach();
-    let shifted = (a - max.clone()).exp().sum_dim(0).log();
-    (shifted + max).squeeze_dim::<1>(0)
+    let all_neg_infinite = max.clone().equal_elem(f64::NEG_INFINITY);
+    let shift = max.mask_fill(all_neg_infinite.clone(), 0.0);
+    let sum = (a - shift.clone()).exp().sum_dim(0);
+    let log_sum = sum.mask_fill(all_neg_infinite.clone(), 1.0).log() + shift;
+    log_sum
+        .mask_fill(all_neg_infinite, f64::NEG_INFINITY)
+        .squeeze_dim::<1>(0)
 }
 
-/// log (1/S) Σ_s exp(a_s) over dimension 0 of `[S, N]`, shape `[N]`, computed stably.
+/// log (1/S) Σ_s exp(a_s) over dimension 0 of `[S, N]`, shape `[N]`, in the units of `a`
+/// (nats for log-weights), computed stably: the column maximum is subtracted before `exp`.
+/// A column that is all −∞ gives −∞ with a zero (finite) gradient, as `torch.logsumexp` does.
 pub fn log_mean_exp<B: Backend>(a: Tensor<B, 2>) -> Tensor<B, 1> {
     let samples = a.dims()[0] as f64;
     log_sum_exp(a).sub_scalar(samples.ln())

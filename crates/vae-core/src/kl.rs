@@ -10,6 +10,11 @@ use crate::diagonal_gaussian::{DiagonalGaussian, standard_normal_log_prob};
 pub enum KlEstimator {
     /// The closed form Σ_l ½ (μ_l² + σ_l² − 1 − ln σ_l²): exact, zero variance, ≥ 0 per
     /// example and per latent dimension. The default.
+    ///
+    /// Evaluated as Σ_l ½ (μ_l² + φ(ln σ_l²)) with φ(v) = e^v − 1 − v summed from its Taylor
+    /// series near 0 ([`DiagonalGaussian::kl_standard_normal_per_dim`]): non-negative by
+    /// construction and accurate relative to its value, so collapsed units (μ ≈ 0, σ ≈ 1) keep
+    /// their exact small KL and gradients instead of a rounded 0 (no clamp is applied).
     Analytic,
     /// The Monte-Carlo estimate mean_s [log q(z_s|x) − log p(z_s)] over the same samples used
     /// for the reconstruction term. Unbiased, but a single example's estimate can be negative;

@@ -1,6 +1,6 @@
 //! The observation model p(x|z): what a decoder's output parameterises.
 
-use burn::tensor::{Tensor, activation::log_sigmoid, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
 /// A batch of factorised distributions over data x, one per (latent sample, example): the
 /// decoder's p(x|z).
@@ -38,10 +38,22 @@ pub(crate) fn broadcast_data<B: Backend>(
     x.unsqueeze_dim::<3>(0)
 }
 
-/// softplus(η) = ln(1 + e^η) = −log σ(−η), finite for every finite η, with the exact
-/// derivative σ(η) everywhere (including η = 0, where a `relu` / `abs` formulation would take a
-/// one-sided derivative). `log_sigmoid` is a backend primitive: one fused pass on the CPU
-/// backends, fused by burn's kernel fusion on the GPU.
-pub(crate) fn softplus<B: Backend>(eta: Tensor<B, 3>) -> Tensor<B, 3> {
-    log_sigmoid(eta.neg()).neg()
+/// The logistic sigmoid σ(η) = 1 / (1 + e^{−η}) elementwise, a probability in [0, 1], accurate
+/// to a few units of the tensor's own float type relative to σ(η) for every η, with the exact
+/// derivative σ(η)(1 − σ(η)) everywhere.
+///
+/// burn 0.21's generic `sigmoid` (the one NdArray runs) evaluates in f32 whatever the tensor's
+/// type, so an f64 σ carried an absolute error up to 9e-8. Here each side uses the form whose
+/// exponential cannot overflow: 1 / (1 + e^{−η}) for η ≥ 0 and e^η / (1 + e^η) for η < 0, each
+/// fed only its own half of η (0 elsewhere, so the unselected branch stays finite and its zero
+/// gradient cannot become NaN); splitting by masks rather than through |η| keeps the
+/// derivative ¼ at η = 0, where burn's `abs` has derivative 0.
+pub(crate) fn sigmoid<B: Backend, const D: usize>(eta: Tensor<B, D>) -> Tensor<B, D> {
+    let negative = eta.clone().lower_elem(0.0);
+    let non_negative_half = eta.clone().mask_fill(negative.clone(), 0.0);
+    let negative_half = eta.mask_fill(negative.clone().bool_not(), 0.0);
+    let upper = non_negative_half.neg().exp().add_scalar(1.0).recip();
+    let growth = negative_half.exp();
+    let lower = growth.clone() / growth.add_scalar(1.0);
+    upper.mask_where(negative, lower)
 }

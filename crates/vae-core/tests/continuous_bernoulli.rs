@@ -75,7 +75,7 @@ fn normaliser_is_smooth_across_the_series_threshold() {
 #[test]
 fn gradient_is_finite_and_correct_at_one_half() {
     type Ad = Autodiff<NdArray<f64>>;
-    let device = Default::default();
+    let device = common::device_at_precision::<Ad>();
     for eta in [0.0, 1e-7, -1e-7, 0.1, 3.0] {
         let logits: Tensor<Ad, 3> = tensor::<Ad, 3>(vec![eta], [1, 1, 1], &device).require_grad();
         let x = 0.3;

@@ -74,7 +74,7 @@ fn mean_elbo(model: &Toy<Ad>, x: &Tensor<Ad, 2>, eps: &Tensor<Ad, 3>) -> f64 {
 
 #[test]
 fn one_optimizer_step_on_the_loss_raises_the_elbo() {
-    let device = Default::default();
+    let device = common::device_at_precision::<Ad>();
     let (x, eps) = data(&device);
     for (name, lr) in [("sgd", 0.05), ("adam", 0.01)] {
         let mut model = Toy::<Ad>::new(&device);
@@ -104,7 +104,7 @@ fn one_optimizer_step_on_the_loss_raises_the_elbo() {
 
 #[test]
 fn autodiff_gradient_matches_finite_differences() {
-    let device = Default::default();
+    let device = common::device_at_precision::<Ad>();
     let (x, eps) = data(&device);
     let model = Toy::<Ad>::new(&device);
     let loss = model.elbo(x.clone(), eps.clone()).loss();
@@ -140,7 +140,7 @@ fn autodiff_gradient_matches_finite_differences() {
 
 #[test]
 fn bernoulli_gradient_is_x_minus_p_everywhere() {
-    let device = Default::default();
+    let device = common::device_at_precision::<Ad>();
     let etas = vec![0.0, 1e-7, -1e-7, 3.0, -3.0, 50.0, -50.0];
     let logits: Tensor<Ad, 3> = tensor::<Ad, 3>(etas.clone(), [1, 1, 7], &device).require_grad();
     let x = vec![0.3, 1.0, 0.0, 0.5, 1.0, 0.0, 1.0];
@@ -161,7 +161,7 @@ fn bernoulli_gradient_is_x_minus_p_everywhere() {
 
 #[test]
 fn free_bits_stop_the_kl_gradient_only_below_the_threshold() {
-    let device = Default::default();
+    let device = common::device_at_precision::<Ad>();
     // Two latent dims: one with KL ≈ 0.01 nats, one with KL ≈ 2 nats.
     let mean: Tensor<Ad, 2> =
         tensor::<Ad, 2>(vec![0.1, 2.0, 0.1, 2.0], [2, 2], &device).require_grad();

@@ -30,7 +30,11 @@
 //! `fast-kernels` (off by default; vae-train turns it on) compiles the Flex kernels (with
 //! burn's `flex` and `autodiff` features, rayon and gemm). Without it every op is the generic
 //! path and nothing backend-specific is compiled. The values agree with the generic path to f32
-//! rounding (bit for bit for Adam); the tests compare them, forward and gradient.
+//! rounding in absolute terms (bit for bit for Adam); the tests compare them, forward and
+//! gradient. That is an absolute bound: relative to small values the fast path can be the more
+//! accurate one (the fused Bernoulli pass computes its own exp and log1p to ≤ 2 ε, where the
+//! generic path goes through the backend's functions). Both Bernoulli paths form
+//! ∂/∂η = x − σ(η) without cancellation (see [`bernoulli_log_prob`]).
 //!
 //! ## Adding a kernel
 //!

@@ -4,13 +4,44 @@
 #![allow(dead_code)]
 
 use burn::backend::NdArray;
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{
+    DType, Element, Tensor, TensorData, backend::Backend, get_device_settings, set_default_dtypes,
+};
 
 /// f64 keeps reference comparisons about the math, not about rounding.
 pub type B = NdArray<f64>;
 
 pub fn device() -> burn::tensor::Device<B> {
-    Default::default()
+    device_at_precision::<B>()
+}
+
+/// The float type `Bk` is named for (F32 for `NdArray<f32>`, F64 for `NdArray<f64>`).
+pub fn named_dtype<Bk: Backend>() -> DType {
+    <Bk::FloatElem as Element>::dtype()
+}
+
+/// `Bk`'s default device, with its default float dtype pinned to the one `Bk` is named for,
+/// and proof that it is: panics if something in this process fixed it to another dtype first.
+///
+/// burn 0.21 keeps the default float dtype in a registry keyed by the *device type*
+/// (`burn-backend` `backend/device.rs`: key `(DeviceId, TypeId::of::<Device>())`), set once by
+/// the first tensor created on it: `NdArray<f32>` and `NdArray<f64>` share `NdArrayDevice::Cpu`,
+/// so in one process whichever precision runs first decides what `Tensor::from_data(.., &dev)`,
+/// `zeros`, `random`, … produce for both (an "f64" test then silently runs in f32). Tests that
+/// name a precision therefore live in a test binary (one process) of their own per precision
+/// and call this before creating a tensor.
+pub fn device_at_precision<Bk: Backend>() -> Bk::Device {
+    let device = Default::default();
+    let named = named_dtype::<Bk>();
+    // Err(AlreadyInitialized) after the first call in a process; the check below decides.
+    let _ = set_default_dtypes::<Bk>(&device, named, <Bk::IntElem as Element>::dtype());
+    let actual: DType = get_device_settings::<Bk>(&device).float_dtype.into();
+    assert_eq!(
+        actual, named,
+        "the default float dtype of this device type was fixed to {actual:?} before this test \
+         pinned {named:?}: run each precision in a test binary of its own"
+    );
+    device
 }
 
 pub fn tensor<Bk: Backend, const D: usize>(

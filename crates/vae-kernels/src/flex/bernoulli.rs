@@ -4,12 +4,15 @@
 //! backward over `[S, N, D]`, plus Flex's scalar `log1pf`/`expf` in `log_sigmoid` and its
 //! backward: about a fifth of an MLP VAE training step on the CPU (perf, `cargo xtask bench
 //! --cases mlp-b128`). Here, for `Autodiff<Flex>` (and plain `Flex`, for evaluation) and f32
-//! only, the forward is one parallel pass that also keeps σ(η), and the backward is one pass
+//! only, the forward is one parallel pass that also keeps σ(−|η|), and the backward is one pass
 //! with no transcendental function:
 //!
 //! * value: `Σ_d x·η − max(η, 0) − log1p(e^{−|η|})`, with exp and log1p of its own that the
 //!   compiler vectorises ([`super::simd_math`]);
-//! * ∂/∂η = g·(x − σ(η)) and ∂/∂x = Σ_s g·η.
+//! * ∂/∂η = g·(x − σ(η)), formed as g·((x − 1) + σ(−η)) for η > 0 and g·(x − σ(η)) otherwise
+//!   from the kept σ(−|η|), so a confident logit's small x − σ(η) is not rounded away against
+//!   σ(η) ≈ 1 (x = 1, η = 17: 4.1e-8, where 1 − σ(17) in f32 gave 0; η = 16: 5.9 % off);
+//!   ∂/∂x = Σ_s g·η.
 
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -61,7 +64,7 @@ pub(crate) fn log_prob<B: Backend>(
             State {
                 x: x.primitive,
                 eta: eta.primitive,
-                sigmoid: forward.sigmoid,
+                sigmoid_of_neg_abs: forward.sigmoid_of_neg_abs,
             },
             forward.log_prob,
         ),
@@ -79,29 +82,30 @@ struct BernoulliLogProb;
 struct State {
     x: FlexTensor,
     eta: FlexTensor,
-    sigmoid: FlexTensor,
+    sigmoid_of_neg_abs: FlexTensor,
 }
 
 struct Forward {
     log_prob: FlexTensor,
-    sigmoid: FlexTensor,
+    sigmoid_of_neg_abs: FlexTensor,
 }
 
 impl Forward {
-    /// The row sums, and σ(η) for the backward pass when `keep_sigmoid` (else an empty tensor).
+    /// The row sums, and σ(−|η|) for the backward pass when `keep_sigmoid` (else an empty
+    /// tensor).
     fn new(x: &FlexTensor, eta: &FlexTensor, keep_sigmoid: bool) -> Self {
         let [s, n, d] = dims(&eta.shape());
         let x = contiguous(x);
         let eta = contiguous(eta);
         let mut log_prob = vec![0f32; s * n];
         let x_row = |row: usize| &x[(row % n) * d..][..d];
-        let mut sigmoid = Vec::new();
+        let mut sigmoid_of_neg_abs = Vec::new();
         if keep_sigmoid {
-            sigmoid = vec![0f32; s * n * d];
+            sigmoid_of_neg_abs = vec![0f32; s * n * d];
             log_prob
                 .par_iter_mut()
                 .zip(eta.par_chunks(d))
-                .zip(sigmoid.par_chunks_mut(d))
+                .zip(sigmoid_of_neg_abs.par_chunks_mut(d))
                 .enumerate()
                 .for_each(|(row, ((out, eta), sig))| *out = row_log_prob(x_row(row), eta, sig));
         } else {
@@ -113,9 +117,9 @@ impl Forward {
         }
         Self {
             log_prob: FlexTensor::from_data(TensorData::new(log_prob, [s, n])),
-            sigmoid: {
-                let len = sigmoid.len();
-                FlexTensor::from_data(TensorData::new(sigmoid, [len]))
+            sigmoid_of_neg_abs: {
+                let len = sigmoid_of_neg_abs.len();
+                FlexTensor::from_data(TensorData::new(sigmoid_of_neg_abs, [len]))
             },
         }
     }
@@ -136,17 +140,19 @@ impl Backward<Flex, 2> for BernoulliLogProb {
         let [s, n, d] = dims(&ops.state.eta.shape());
         let x = contiguous(&ops.state.x);
         if let Some(node) = node_eta {
-            // ∂/∂η = g·(x − σ(η)).
-            let sigmoid = contiguous(&ops.state.sigmoid);
+            // ∂/∂η = g·(x − σ(η)) = g·((x − 1) + σ(−η)) for η > 0: both parts exact.
+            let sigmoid_of_neg_abs = contiguous(&ops.state.sigmoid_of_neg_abs);
+            let eta = contiguous(&ops.state.eta);
             let mut d_eta = vec![0f32; s * n * d];
             d_eta
                 .par_chunks_mut(d)
-                .zip(sigmoid.par_chunks(d))
+                .zip(sigmoid_of_neg_abs.par_chunks(d))
+                .zip(eta.par_chunks(d))
                 .enumerate()
-                .for_each(|(row, (out, sig))| {
+                .for_each(|(row, ((out, sig), eta))| {
                     let (g, x) = (g[row], &x[(row % n) * d..][..d]);
-                    for ((out, &x), &sig) in out.iter_mut().zip(x).zip(sig) {
-                        *out = g * (x - sig);
+                    for (((out, &x), &sig), &eta) in out.iter_mut().zip(x).zip(sig).zip(eta) {
+                        *out = g * if eta > 0.0 { (x - 1.0) + sig } else { x - sig };
                     }
                 });
             grads.register::<Flex>(
@@ -276,6 +282,34 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// ∂/∂η = x − σ(η) relative to its own size for confident logits, where it is the tiny
+    /// σ(−|η|): at x = 1, η = 17 it is 4.1e-8, which 1 − f32(σ(17)) = 1 − 1 rounded to 0 before.
+    #[test]
+    fn fused_gradient_is_accurate_for_confident_logits() {
+        let x = [1.0f32, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.5];
+        let eta = [17.0f32, -17.0, 12.0, -12.0, 40.0, 0.0, 0.0, 16.0];
+        let before = fast_path_counts().bernoulli_log_prob;
+        let (_, d_eta, _) = run::<AutodiffFlex>(&x, &eta, [1, 1, x.len()]);
+        assert_eq!(fast_path_counts().bernoulli_log_prob, before + 1);
+        for ((&x, &eta), &got) in x.iter().zip(&eta).zip(&d_eta) {
+            let (x, eta) = (f64::from(x), f64::from(eta));
+            let decay = (-eta.abs()).exp();
+            let tail = decay / (1.0 + decay);
+            // `run` weights its single row by ½.
+            let exact = 0.5
+                * if eta > 0.0 {
+                    (x - 1.0) + tail
+                } else {
+                    x - tail
+                };
+            let relative = ((got - exact) / exact).abs();
+            assert!(
+                relative <= 4.0 * f64::from(f32::EPSILON),
+                "x = {x}, η = {eta}: ∂/∂η = {got:e}, exact {exact:e}"
+            );
         }
     }
 

@@ -178,13 +178,14 @@ impl RunDir {
                 epoch: marker.epoch,
             });
         }
-        run.remove_temporaries();
         let is_run = run.info_file().is_file();
         let entries = std::fs::read_dir(&run.root).map_err(|e| TrainError::file(&run.root, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| TrainError::file(&run.root, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if is_temporary_name(&name) {
+                // A crash's leftover (or a live writer's file): ours, removed by the next
+                // writer under the run's lock, never here without it.
                 continue;
             }
             if !is_run && name != LOCK {

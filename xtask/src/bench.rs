@@ -268,7 +268,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "cuda",
         ),
         #[cfg(not(feature = "cuda"))]
-        BackendChoice::Cuda => unreachable!("resolve() never picks CUDA without the feature"),
+        BackendChoice::Cuda => Err(anyhow::anyhow!(
+            "--backend cuda: xtask was built without its `cuda` feature"
+        )),
+        #[cfg(feature = "wgpu")]
+        BackendChoice::Wgpu(adapter) => burn_cases::<Autodiff<vae_train::backend::WgpuGpu>>(
+            cases,
+            args.quick,
+            &vae_train::backend::wgpu_device(adapter),
+            "wgpu",
+        ),
+        #[cfg(not(feature = "wgpu"))]
+        BackendChoice::Wgpu(_) => Err(anyhow::anyhow!(
+            "--backend wgpu: xtask was built without its `wgpu` feature"
+        )),
     };
     let mut records = Vec::new();
     let mut torch = Vec::new();

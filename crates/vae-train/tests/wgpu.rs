@@ -37,16 +37,24 @@ fn adapter_available(test: &str) -> bool {
     }
 }
 
-/// The CPU model's weights, loaded into a model on the GPU.
-fn to_gpu(
-    model: &Vae<Cpu, MlpEncoder<Cpu>, MlpDecoder<Cpu>>,
-    config: &MlpVaeConfig,
-    device: &<Gpu as Backend>::Device,
-) -> Vae<Gpu, MlpEncoder<Gpu>, MlpDecoder<Gpu>> {
+type Model<B> = Vae<B, MlpEncoder<B>, MlpDecoder<B>>;
+
+/// One set of initial weights on the CPU and on the GPU. (burn initialises parameters lazily,
+/// and each clone of an uninitialised module draws its own values: the weights are drawn once,
+/// as a record, and loaded into both.)
+fn same_weights(config: &MlpVaeConfig, seed: u64) -> (Model<Cpu>, Model<Gpu>) {
+    let cpu_device = Default::default();
+    Cpu::seed(&cpu_device, seed);
     let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
-    let bytes = Recorder::<Cpu>::record(&recorder, model.clone().into_record(), ()).unwrap();
-    let record = Recorder::<Gpu>::load(&recorder, bytes, device).unwrap();
-    config.init::<Gpu>(device).load_record(record)
+    let record = config.init::<Cpu>(&cpu_device).into_record();
+    let bytes = Recorder::<Cpu>::record(&recorder, record, ()).unwrap();
+    let cpu_record = Recorder::<Cpu>::load(&recorder, bytes.clone(), &cpu_device).unwrap();
+    let gpu_device = wgpu_device(WgpuAdapter::Default);
+    let gpu_record = Recorder::<Gpu>::load(&recorder, bytes, &gpu_device).unwrap();
+    (
+        config.init::<Cpu>(&cpu_device).load_record(cpu_record),
+        config.init::<Gpu>(&gpu_device).load_record(gpu_record),
+    )
 }
 
 /// `n` 8×8 images: a bright 4×4 square at one of four places, with a little texture.
@@ -85,11 +93,8 @@ fn the_same_weights_give_the_same_outputs_on_cpu_and_wgpu() {
         return;
     }
     let config = MlpVaeConfig::new(D, vec![32], 4);
-    let cpu_device = Default::default();
-    Cpu::seed(&cpu_device, 3);
-    let cpu = config.init::<Cpu>(&cpu_device);
-    let gpu_device = wgpu_device(WgpuAdapter::Default);
-    let gpu = to_gpu(&cpu, &config, &gpu_device);
+    let (cpu, gpu) = same_weights(&config, 3);
+    let (cpu_device, gpu_device) = (Default::default(), wgpu_device(WgpuAdapter::Default));
 
     let values: Vec<f32> = images(16)
         .iter()
@@ -108,10 +113,7 @@ fn the_same_weights_give_the_same_outputs_on_cpu_and_wgpu() {
 }
 
 /// Trains 3 epochs from `model` on `device`.
-fn train<B: burn::tensor::backend::AutodiffBackend>(
-    model: Vae<B, MlpEncoder<B>, MlpDecoder<B>>,
-    device: B::Device,
-) -> History {
+fn train<B: burn::tensor::backend::AutodiffBackend>(model: Model<B>, device: B::Device) -> History {
     let train: Arc<dyn Dataset<ImageItem>> = Arc::new(InMemDataset::new(images(256)));
     let valid: Arc<dyn Dataset<ImageItem>> = Arc::new(InMemDataset::new(images(64)));
     Trainer::new(model, device)
@@ -129,12 +131,11 @@ fn training_from_the_same_weights_gives_the_same_curves_on_cpu_and_wgpu() {
         return;
     }
     let config = MlpVaeConfig::new(D, vec![32], 4);
-    let cpu_device = Default::default();
-    Cpu::seed(&cpu_device, 5);
-    let cpu = config.init::<Cpu>(&cpu_device);
-    let gpu_device = wgpu_device(WgpuAdapter::Default);
-    let gpu = to_gpu(&cpu, &config, &gpu_device);
-    let (on_cpu, on_gpu) = (train(cpu, cpu_device), train(gpu, gpu_device));
+    let (cpu, gpu) = same_weights(&config, 5);
+    let (on_cpu, on_gpu) = (
+        train(cpu, Default::default()),
+        train(gpu, wgpu_device(WgpuAdapter::Default)),
+    );
     // The latent noise comes from each backend's own generator, so the curves agree to Monte
     // Carlo noise: within 2 % of −ELBO per epoch (it falls by far more than that).
     for (c, g) in on_cpu.valid.iter().zip(&on_gpu.valid) {

@@ -187,7 +187,9 @@ pub fn configure_kernel_caches() {
         let mut config = CubeClRuntimeConfig::default();
         config.compilation.cache = Some(CacheConfig::File(cache.clone()));
         config.autotune.cache = CacheConfig::File(cache);
-        CubeClRuntimeConfig::set(config);
+        // cubecl applies its environment variables (CUBECL_DEBUG_LOG, CUBECL_AUTOTUNE_LEVEL,
+        // …) only to a configuration it loads itself: keep them working.
+        CubeClRuntimeConfig::set(config.override_from_env());
     });
 }
 

@@ -13,7 +13,8 @@ use burn::data::dataset::{Dataset, InMemDataset};
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use vae_core::{Elbo, KlEstimator};
 use vae_data::ImageItem;
 use vae_models::{Encoder, MlpDecoder, MlpEncoder, MlpVaeConfig, Vae};
 use vae_train::backend::{WgpuAdapter, WgpuGpu, wgpu_device, wgpu_probe};
@@ -151,4 +152,66 @@ fn training_from_the_same_weights_gives_the_same_curves_on_cpu_and_wgpu() {
     let first = on_cpu.valid[0].elbo.neg_elbo_nats;
     let last = on_gpu.valid[2].elbo.neg_elbo_nats;
     assert!(last < first, "wgpu training lowers −ELBO: {first} → {last}");
+}
+
+/// The loss and the gradient with respect to the input of one training step of `model`, with
+/// the reparameterisation noise `eps` given (each backend draws its own otherwise).
+fn first_step<B: burn::tensor::backend::AutodiffBackend>(
+    model: &Model<B>,
+    x: Vec<f32>,
+    eps: Vec<f32>,
+    device: &B::Device,
+) -> (f32, Vec<f32>) {
+    let n = x.len() / D;
+    let x = Tensor::<B, 2>::from_data(TensorData::new(x, [n, D]), device).require_grad();
+    let eps = Tensor::<B, 3>::from_data(TensorData::new(eps, [1, n, 4]), device);
+    let posterior = model.encode(x.clone());
+    let z = posterior.reparameterize(eps);
+    let likelihood = model.decode(z.clone());
+    let loss = Elbo::estimate(x.clone(), &posterior, z, &likelihood, KlEstimator::Analytic).loss();
+    let grads = loss.backward();
+    let gradient = x.grad(&grads).expect("x requires grad");
+    (
+        loss.into_scalar().elem::<f32>(),
+        gradient.into_data().to_vec::<f32>().unwrap(),
+    )
+}
+
+#[test]
+fn the_first_step_loss_and_gradients_agree_on_cpu_and_wgpu() {
+    if !adapter_available("the_first_step_loss_and_gradients_agree_on_cpu_and_wgpu") {
+        return;
+    }
+    let config = MlpVaeConfig::new(D, vec![32], 4);
+    let (cpu, gpu) = same_weights(&config, 7);
+    let x: Vec<f32> = images(16)
+        .iter()
+        .flat_map(|i| i.pixels.iter().map(|&p| f32::from(p) / 255.0))
+        .collect();
+    // Fixed standard-normal-like noise: the sum of four uniforms, centred and scaled.
+    let mut state = 12345u64;
+    let mut uniform = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let eps: Vec<f32> = (0..16 * 4)
+        .map(|_| ((0..4).map(|_| uniform()).sum::<f32>() - 2.0) * 3f32.sqrt())
+        .collect();
+    let (loss_cpu, grad_cpu) = first_step(&cpu, x.clone(), eps.clone(), &Default::default());
+    let (loss_gpu, grad_gpu) = first_step(&gpu, x, eps, &wgpu_device(WgpuAdapter::Default));
+    assert!(
+        (loss_cpu - loss_gpu).abs() < 1e-4 * loss_cpu.abs(),
+        "first-step −ELBO: {loss_cpu} nats on the CPU, {loss_gpu} on wgpu"
+    );
+    let scale = grad_cpu.iter().fold(0f32, |m, g| m.max(g.abs()));
+    let diff = grad_cpu
+        .iter()
+        .zip(&grad_gpu)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff < 1e-3 * scale,
+        "∂loss/∂x differs by {diff} (largest component {scale})"
+    );
 }

@@ -8,6 +8,11 @@ Cases (training throughput, full step = forward + ELBO + backward + Adam):
 
 Prints one JSON object per case: {"case", "batch", "device", "images_per_second",
 "first_step_seconds", "steps"}.
+
+With --count-ops, counts instead what one steady-state step executes: CUDA kernels on a GPU,
+else (a stand-in) the aten operators that call no other aten operator, each of which is one
+kernel on a GPU. Adam runs its foreach (multi-tensor) form, PyTorch's default on CUDA.
+Prints {"case", "ops_per_step", "counted"} per case.
 """
 import argparse
 import json
@@ -114,12 +119,79 @@ def bench(name, model, shape, warmup, steps, device, repeats):
     }), flush=True)
 
 
+# aten operators that launch no kernel: allocation, views, metadata, host scalars.
+NO_KERNEL = {
+    "aten::" + op for op in (
+        "empty empty_strided empty_like view _reshape_alias reshape as_strided as_strided_ "
+        "detach detach_ alias resolve_conj resolve_neg result_type _local_scalar_dense item "
+        "t transpose permute expand squeeze unsqueeze slice select split chunk narrow "
+        "unbind resize_ set_ lift_fresh is_nonzero size stride to _to_copy contiguous"
+    ).split()
+}
+
+
+def count_ops(name, model, shape, device):
+    from torch.profiler import ProfilerActivity, profile
+
+    model = model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
+    x = torch.rand(*shape, device=device)
+
+    def step():
+        loss = model.neg_elbo(x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    sync(device)
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        step()
+        sync(device)
+    events = prof.events()
+    if cuda:
+        n = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA
+                and "memcpy" not in e.name.lower() and "memset" not in e.name.lower())
+        counted = "cuda kernels"
+    else:
+        aten = [e for e in events if e.name.startswith("aten::")]
+
+        def inside_foreach(e):
+            parent = e.cpu_parent
+            while parent is not None:
+                if parent.name.startswith("aten::_foreach_"):
+                    return True
+                parent = parent.cpu_parent
+            return False
+
+        with_aten_child = set()
+        for e in aten:
+            parent = e.cpu_parent
+            while parent is not None:
+                if parent.name.startswith("aten::"):
+                    with_aten_child.add(id(parent))
+                    break
+                parent = parent.cpu_parent
+        # One kernel each on CUDA: a leaf operator that computes something, and a foreach
+        # (multi-tensor) operator as a whole, which the CPU runs tensor by tensor.
+        n = sum(1 for e in aten
+                if not inside_foreach(e)
+                and (e.name.startswith("aten::_foreach_")
+                     or (id(e) not in with_aten_child and e.name not in NO_KERNEL)))
+        counted = "aten ops (cpu)"
+    print(json.dumps({"case": name, "ops_per_step": n, "counted": counted}), flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cpu")
     p.add_argument("--cases", default="mlp-b128,mlp-b1024,conv-b64,conv-b256")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--count-ops", action="store_true")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -129,6 +201,10 @@ def main():
         model, batch = name.split("-b")
         batch = int(batch)
         repeats = 1 if a.quick else 3
+        if a.count_ops:
+            shape = (batch, 784) if model == "mlp" else (batch, 3, 64, 64)
+            count_ops(name, Mlp() if model == "mlp" else Conv(), shape, device)
+            continue
         if model == "mlp":
             warmup, steps = (2, 5) if a.quick else (10, 100)
             bench(name, Mlp(), (batch, 784), warmup, steps, device, repeats)

@@ -8,12 +8,16 @@ use crate::error::CliError;
 /// Where to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendArg {
-    /// CUDA when compiled in and a GPU answers, else the CPU.
+    /// A GPU when one answers (CUDA, then a discrete or integrated wgpu adapter), else the
+    /// CPU; never a software adapter.
     Auto,
     /// The CPU (burn's Flex).
     Cpu,
     /// An NVIDIA GPU (needs the `cuda` feature).
     Cuda,
+    /// Any GPU through wgpu: Vulkan, Metal, or Mesa's software Vulkan (needs the `wgpu`
+    /// feature).
+    Wgpu,
 }
 
 impl BackendArg {
@@ -22,6 +26,7 @@ impl BackendArg {
             Self::Auto => "auto",
             Self::Cpu => "cpu",
             Self::Cuda => "cuda",
+            Self::Wgpu => "wgpu",
         }
     }
 }
@@ -32,6 +37,7 @@ impl From<BackendArg> for BackendRequest {
             BackendArg::Auto => Self::Auto,
             BackendArg::Cpu => Self::Cpu,
             BackendArg::Cuda => Self::Cuda,
+            BackendArg::Wgpu => Self::Wgpu,
         }
     }
 }
@@ -53,10 +59,23 @@ pub fn choose(request: BackendArg) -> Result<BackendChoice, CliError> {
             )),
         };
     }
+    if matches!(choice, BackendChoice::Wgpu(_)) && !cfg!(feature = "wgpu") {
+        return match request {
+            BackendArg::Auto => Ok(BackendChoice::Cpu),
+            _ => Err(unavailable(
+                "vae-cli was built without its `wgpu` feature".into(),
+            )),
+        };
+    }
     eprintln!("backend: {why}");
     if choice == BackendChoice::Cuda {
         eprintln!(
             "note: the first CUDA run compiles its kernels (NVRTC) and caches them; later runs start fast"
+        );
+    }
+    if matches!(choice, BackendChoice::Wgpu(_)) {
+        eprintln!(
+            "note: the first wgpu steps compile and autotune kernels (tens of seconds on a software adapter)"
         );
     }
     Ok(choice)
@@ -80,7 +99,17 @@ macro_rules! with_backend {
             }
             #[cfg(not(feature = "cuda"))]
             vae_train::backend::BackendChoice::Cuda => {
-                unreachable!("resolve() never picks CUDA without the feature")
+                unreachable!("choose() never picks CUDA without the feature")
+            }
+            #[cfg(feature = "wgpu")]
+            vae_train::backend::BackendChoice::Wgpu(adapter) => {
+                type $B = burn::backend::Autodiff<vae_train::backend::WgpuGpu>;
+                let $device = vae_train::backend::wgpu_device(adapter);
+                $body
+            }
+            #[cfg(not(feature = "wgpu"))]
+            vae_train::backend::BackendChoice::Wgpu(_) => {
+                unreachable!("choose() never picks wgpu without the feature")
             }
         }
     };

@@ -1,4 +1,5 @@
-//! Choosing where to train: the CPU, or an NVIDIA GPU when built with the `cuda` feature.
+//! Choosing where to train: the CPU, an NVIDIA GPU when built with the `cuda` feature, or any
+//! GPU through wgpu (Vulkan / Metal) when built with the `wgpu` feature.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +11,33 @@ pub type Cpu = burn::backend::Flex;
 #[cfg(feature = "cuda")]
 pub type Gpu = burn::backend::Cuda;
 
+/// The wgpu backend (with kernel fusion and autotuning): burn's cubecl stack, as for CUDA,
+/// compiling WGSL for Vulkan or Metal.
+#[cfg(feature = "wgpu")]
+pub type WgpuGpu = burn::backend::Wgpu;
+
+/// Which wgpu adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WgpuAdapter {
+    /// The first discrete GPU.
+    Discrete,
+    /// The first integrated GPU.
+    Integrated,
+    /// wgpu's default choice, software adapters included (Mesa's lavapipe).
+    Default,
+}
+
+/// The wgpu device of an adapter choice.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_device(adapter: WgpuAdapter) -> burn::backend::wgpu::WgpuDevice {
+    use burn::backend::wgpu::WgpuDevice;
+    match adapter {
+        WgpuAdapter::Discrete => WgpuDevice::DiscreteGpu(0),
+        WgpuAdapter::Integrated => WgpuDevice::IntegratedGpu(0),
+        WgpuAdapter::Default => WgpuDevice::DefaultDevice,
+    }
+}
+
 /// What the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -20,6 +48,8 @@ pub enum BackendRequest {
     Cpu,
     /// CUDA, or an error.
     Cuda,
+    /// wgpu on its default adapter (a software one too), or an error.
+    Wgpu,
 }
 
 /// What will be used.
@@ -29,6 +59,8 @@ pub enum BackendChoice {
     Cpu,
     /// CUDA device 0.
     Cuda,
+    /// wgpu on this adapter.
+    Wgpu(WgpuAdapter),
 }
 
 impl BackendChoice {
@@ -37,6 +69,9 @@ impl BackendChoice {
         match self {
             Self::Cpu => "cpu (burn flex)",
             Self::Cuda => "cuda (burn cuda, fusion)",
+            Self::Wgpu(WgpuAdapter::Discrete) => "wgpu (burn wgpu, fusion; discrete GPU)",
+            Self::Wgpu(WgpuAdapter::Integrated) => "wgpu (burn wgpu, fusion; integrated GPU)",
+            Self::Wgpu(WgpuAdapter::Default) => "wgpu (burn wgpu, fusion)",
         }
     }
 }
@@ -59,17 +94,44 @@ pub fn resolve(request: BackendRequest) -> Result<(BackendChoice, String), Backe
                 "cuda: requested, GPU 0 answered".into(),
             )
         }),
-        BackendRequest::Auto => match cuda_probe() {
-            Ok(()) => Ok((BackendChoice::Cuda, "auto → cuda: GPU 0 answered".into())),
-            Err(why) => Ok((BackendChoice::Cpu, format!("auto → cpu: {why}"))),
-        },
+        BackendRequest::Wgpu => wgpu_probe(WgpuAdapter::Default).map(|()| {
+            (
+                BackendChoice::Wgpu(WgpuAdapter::Default),
+                "wgpu: requested, the default adapter answered".into(),
+            )
+        }),
+        // A GPU when one answers; never a software adapter (that is slower than the CPU).
+        BackendRequest::Auto => {
+            let cuda = match cuda_probe() {
+                Ok(()) => return Ok((BackendChoice::Cuda, "auto → cuda: GPU 0 answered".into())),
+                Err(why) => why,
+            };
+            for (adapter, kind) in [
+                (WgpuAdapter::Discrete, "discrete"),
+                (WgpuAdapter::Integrated, "integrated"),
+            ] {
+                if cfg!(feature = "wgpu") && wgpu_probe(adapter).is_ok() {
+                    return Ok((
+                        BackendChoice::Wgpu(adapter),
+                        format!("auto → wgpu: a {kind} GPU answered (cuda: {cuda})"),
+                    ));
+                }
+            }
+            Ok((
+                BackendChoice::Cpu,
+                format!(
+                    "auto → cpu: no GPU (cuda: {cuda}; wgpu: {})",
+                    wgpu_unavailable()
+                ),
+            ))
+        }
     }
 }
 
 /// The directory of the persistent kernel (PTX) and autotune caches: `$VAE_KERNEL_CACHE`, else
 /// `~/.cache/vae/cubecl/<GPU model>` (cubecl's PTX keys omit the GPU architecture, so each model
 /// gets its own directory).
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub fn kernel_cache_dir() -> std::path::PathBuf {
     if let Some(dir) = std::env::var_os("VAE_KERNEL_CACHE") {
         return dir.into();
@@ -103,7 +165,7 @@ pub fn kernel_cache_dir() -> std::path::PathBuf {
 /// Turns on cubecl's persistent PTX and autotune caches in [`kernel_cache_dir`], so only the
 /// first run on a machine pays for kernel compilation. A `cubecl.toml` (or `burn.toml`) in the
 /// working directory or above takes precedence. Must run before the first GPU operation.
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub fn configure_kernel_caches() {
     use burn::cubecl::config::cache::CacheConfig;
     use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
@@ -125,16 +187,19 @@ pub fn configure_kernel_caches() {
         let mut config = CubeClRuntimeConfig::default();
         config.compilation.cache = Some(CacheConfig::File(cache.clone()));
         config.autotune.cache = CacheConfig::File(cache);
-        CubeClRuntimeConfig::set(config);
+        // cubecl applies its environment variables (CUBECL_DEBUG_LOG, CUBECL_AUTOTUNE_LEVEL,
+        // …) only to a configuration it loads itself: keep them working.
+        CubeClRuntimeConfig::set(config.override_from_env());
     });
 }
 
-/// Runs one tiny kernel on GPU 0 on a helper thread: without a driver the first CUDA call panics
-/// rather than returning an error, so the panic is contained there and reported as text.
-#[cfg(feature = "cuda")]
-pub fn cuda_probe() -> Result<(), BackendUnavailable> {
+/// Runs one tiny kernel on `device` on a helper thread: without a driver the first GPU call
+/// panics rather than returning an error, so the panic is contained there and reported as
+/// text.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn probe<B: burn::tensor::backend::Backend>(device: B::Device) -> Result<(), BackendUnavailable> {
     configure_kernel_caches();
-    use burn::tensor::Tensor;
+    use burn::tensor::{ElementConversion, Tensor};
     use std::sync::{Arc, Mutex};
     let message = Arc::new(Mutex::new(None::<String>));
     let sink = message.clone();
@@ -146,11 +211,10 @@ pub fn cuda_probe() -> Result<(), BackendUnavailable> {
     }));
     let (tx, rx) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new()
-        .name("cuda-probe".into())
+        .name("gpu-probe".into())
         .spawn(move || {
-            let device = burn::backend::cuda::CudaDevice::new(0);
-            let t = Tensor::<Gpu, 1>::from_floats([1.0, 2.0, 3.0], &device);
-            let _ = tx.send(t.sum().into_scalar());
+            let t = Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], &device);
+            let _ = tx.send(t.sum().into_scalar().elem::<f64>());
         });
     let outcome = match spawned {
         Err(e) => Err(format!("could not start the probe thread: {e}")),
@@ -168,6 +232,41 @@ pub fn cuda_probe() -> Result<(), BackendUnavailable> {
     };
     std::panic::set_hook(previous);
     outcome.map_err(|reason| BackendUnavailable { reason })
+}
+
+/// Runs one tiny kernel on CUDA GPU 0 (see `probe`).
+#[cfg(feature = "cuda")]
+pub fn cuda_probe() -> Result<(), BackendUnavailable> {
+    probe::<Gpu>(burn::backend::cuda::CudaDevice::new(0))
+}
+
+/// Runs one tiny kernel on a wgpu adapter (see `probe`). A machine without a Vulkan (or
+/// Metal) driver fails here with the driver's words; on Debian, `apt install
+/// mesa-vulkan-drivers libvulkan1` gives a software adapter.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_probe(adapter: WgpuAdapter) -> Result<(), BackendUnavailable> {
+    probe::<WgpuGpu>(wgpu_device(adapter)).map_err(|e| BackendUnavailable {
+        reason: format!(
+            "{} (no usable Vulkan/Metal adapter; on Debian `apt install mesa-vulkan-drivers libvulkan1` gives a software one)",
+            e.reason
+        ),
+    })
+}
+
+/// Without the `wgpu` feature there is no wgpu backend.
+#[cfg(not(feature = "wgpu"))]
+pub fn wgpu_probe(_: WgpuAdapter) -> Result<(), BackendUnavailable> {
+    Err(BackendUnavailable {
+        reason: wgpu_unavailable().into(),
+    })
+}
+
+fn wgpu_unavailable() -> &'static str {
+    if cfg!(feature = "wgpu") {
+        "no discrete or integrated GPU adapter answered"
+    } else {
+        "this binary was built without the `wgpu` feature"
+    }
 }
 
 /// Without the `cuda` feature there is no GPU backend.

@@ -61,10 +61,19 @@ pub struct TrainingConfig {
     /// Data-loading threads (0 = load on the training thread).
     #[serde(default)]
     pub num_workers: usize,
+    /// Training steps between reads of the metrics from the device. The steps in between never
+    /// wait for the device (on a GPU, a read per step stalls its queue); a NaN or ∞ is noticed
+    /// at the next read, and an epoch's last read is at its end.
+    #[serde(default = "default_metrics_every_steps")]
+    pub metrics_every_steps: usize,
 }
 
 fn one() -> usize {
     1
+}
+
+fn default_metrics_every_steps() -> usize {
+    50
 }
 
 impl Default for TrainingConfig {
@@ -82,6 +91,7 @@ impl Default for TrainingConfig {
             objective: ElboObjective::default(),
             early_stopping_patience: 0,
             num_workers: 0,
+            metrics_every_steps: default_metrics_every_steps(),
         }
     }
 }
@@ -103,6 +113,7 @@ impl TrainingConfig {
         at_least_one("epochs", self.epochs)?;
         at_least_one("batch_size", self.batch_size)?;
         at_least_one("latent_samples", self.latent_samples)?;
+        at_least_one("metrics_every_steps", self.metrics_every_steps)?;
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return Err(TrainError::setting(
                 "training.learning_rate",

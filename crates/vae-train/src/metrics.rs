@@ -3,15 +3,13 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use burn::backend::Flex;
-use burn::tensor::Tensor;
 use burn::train::metric::state::{FormatOptions, NumericMetricState};
 use burn::train::metric::{
     Adaptor, Metric, MetricAttributes, MetricMetadata, MetricName, Numeric, NumericAttributes,
     NumericEntry, SerializedEntry,
 };
 
-use crate::step::ElboTerms;
+use crate::step::ElboSums;
 
 /// Which term a [`TermMetric`] reports.
 pub trait Term: Clone + Send + Sync + 'static {
@@ -19,8 +17,8 @@ pub trait Term: Clone + Send + Sync + 'static {
     const NAME: &'static str;
     /// Whether larger is better.
     const HIGHER_IS_BETTER: bool;
-    /// The per-example values, `[N]`, from the batch terms.
-    fn values(terms: &ElboTerms<Flex>) -> Tensor<Flex, 1>;
+    /// The sum of the term over the examples of `sums`, nats.
+    fn sum(sums: &ElboSums) -> f64;
 }
 
 /// −ELBO = KL − log-likelihood, nats per example: the loss, an upper bound on −log p(x).
@@ -36,43 +34,43 @@ pub struct Kl;
 impl Term for NegElbo {
     const NAME: &'static str = "neg_elbo_nats";
     const HIGHER_IS_BETTER: bool = false;
-    fn values(terms: &ElboTerms<Flex>) -> Tensor<Flex, 1> {
-        terms.kl.clone() - terms.log_likelihood.clone()
+    fn sum(sums: &ElboSums) -> f64 {
+        sums.kl_sum - sums.log_likelihood_sum
     }
 }
 
 impl Term for LogLikelihood {
     const NAME: &'static str = "log_likelihood_nats";
     const HIGHER_IS_BETTER: bool = true;
-    fn values(terms: &ElboTerms<Flex>) -> Tensor<Flex, 1> {
-        terms.log_likelihood.clone()
+    fn sum(sums: &ElboSums) -> f64 {
+        sums.log_likelihood_sum
     }
 }
 
 impl Term for Kl {
     const NAME: &'static str = "kl_nats";
     const HIGHER_IS_BETTER: bool = false;
-    fn values(terms: &ElboTerms<Flex>) -> Tensor<Flex, 1> {
-        terms.kl.clone()
+    fn sum(sums: &ElboSums) -> f64 {
+        sums.kl_sum
     }
 }
 
-/// The input of a [`TermMetric`]: the batch terms, tagged so each metric has its own type.
+/// The input of a [`TermMetric`]: the sums read back, tagged so each metric has its own type.
 pub struct TermInput<T> {
-    terms: ElboTerms<Flex>,
+    sums: ElboSums,
     _term: PhantomData<T>,
 }
 
-impl<T: Term> Adaptor<TermInput<T>> for ElboTerms<Flex> {
+impl<T: Term> Adaptor<TermInput<T>> for ElboSums {
     fn adapt(&self) -> TermInput<T> {
         TermInput {
-            terms: self.clone(),
+            sums: *self,
             _term: PhantomData,
         }
     }
 }
 
-/// Batch-size-weighted mean of one ELBO term.
+/// Example-weighted mean of one ELBO term (each update carries the sums of a window of steps).
 #[derive(Clone)]
 pub struct TermMetric<T: Term> {
     name: MetricName,
@@ -106,14 +104,10 @@ impl<T: Term> Metric for TermMetric<T> {
     }
 
     fn update(&mut self, item: &TermInput<T>, _metadata: &MetricMetadata) -> SerializedEntry {
-        let values = T::values(&item.terms);
-        let [batch] = values.dims();
-        let mean = values.mean().into_scalar();
-        self.state.update(
-            mean as f64,
-            batch,
-            FormatOptions::new(self.name()).precision(3),
-        )
+        let examples = item.sums.examples.max(1);
+        let mean = T::sum(&item.sums) / examples as f64;
+        self.state
+            .update(mean, examples, FormatOptions::new(self.name()).precision(3))
     }
 
     fn clear(&mut self) {

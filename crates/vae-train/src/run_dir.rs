@@ -102,6 +102,7 @@ pub const RESUMABLE_KEYS: &[&str] = &[
     "training.lr_schedule",
     "training.early_stopping_patience",
     "training.num_workers",
+    "training.metrics_every_steps",
     "training.optimizer.clip_grad_norm",
     "data.cache",
 ];

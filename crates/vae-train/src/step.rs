@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use burn::backend::Flex;
 use burn::module::Module;
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, Transaction};
 use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 use vae_core::{ElboObjective, KlEstimator};
 use vae_data::ImageBatch;
@@ -58,30 +57,79 @@ impl<B: Backend, E: Encoder<B>, D: Decoder<B>> TrainableVae<B, E, D> {
     }
 }
 
-/// Per-example ELBO terms of one batch, for metrics: `[N]` each, nats, no autodiff graph.
+/// Sums of the ELBO terms over the examples of one or more batches, kept on the device.
+///
+/// A training step returns these instead of numbers so that it never waits for the device:
+/// the loop adds the steps of a window with [`ElboTerms::merge`] (device work, no read) and
+/// reads the sums once per window (`training.metrics_every_steps`), which is also when a NaN
+/// or ∞ is noticed.
 #[derive(Debug, Clone)]
 pub struct ElboTerms<B: Backend> {
-    /// E_q[log p(x|z)] per example.
-    pub log_likelihood: Tensor<B, 1>,
-    /// KL(q(z|x) ‖ p(z)) per example.
-    pub kl: Tensor<B, 1>,
+    /// Σₙ E_q[log p(xₙ|z)], nats, shape `[1]`, no autodiff graph.
+    pub log_likelihood_sum: Tensor<B, 1>,
+    /// Σₙ KL(q(z|xₙ) ‖ p(z)), nats, shape `[1]`.
+    pub kl_sum: Tensor<B, 1>,
+    /// The number of examples summed.
+    pub examples: usize,
+}
+
+/// A step output the training loop can add up on the device between reads.
+pub trait Accumulate: Sized {
+    /// The combined output of both sets of steps (device work only; nothing is read).
+    fn merge(self, other: Self) -> Self;
+}
+
+impl<B: Backend> Accumulate for ElboTerms<B> {
+    fn merge(self, other: Self) -> Self {
+        ElboTerms::merge(self, other)
+    }
+}
+
+impl<B: Backend> ElboTerms<B> {
+    /// The sums of one batch's per-example terms (`[N]` each, nats).
+    pub fn of_batch(log_likelihood: Tensor<B, 1>, kl: Tensor<B, 1>) -> Self {
+        let [examples] = kl.dims();
+        Self {
+            log_likelihood_sum: log_likelihood.sum(),
+            kl_sum: kl.sum(),
+            examples,
+        }
+    }
+
+    /// The sums over both sets of examples (device additions; nothing is read).
+    pub fn merge(self, other: Self) -> Self {
+        Self {
+            log_likelihood_sum: self.log_likelihood_sum + other.log_likelihood_sum,
+            kl_sum: self.kl_sum + other.kl_sum,
+            examples: self.examples + other.examples,
+        }
+    }
+}
+
+/// [`ElboTerms`] read back to the host: sums in nats over `examples` examples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ElboSums {
+    /// Σₙ E_q[log p(xₙ|z)], nats.
+    pub log_likelihood_sum: f64,
+    /// Σₙ KL(q(z|xₙ) ‖ p(z)), nats.
+    pub kl_sum: f64,
+    /// The number of examples summed.
+    pub examples: usize,
 }
 
 impl<B: Backend> ItemLazy for ElboTerms<B> {
-    type ItemSync = ElboTerms<Flex>;
+    type ItemSync = ElboSums;
 
-    /// One device read for both terms, rebuilt on the CPU backend the metrics use.
-    fn sync(self) -> ElboTerms<Flex> {
-        let [log_likelihood, kl] = Transaction::default()
-            .register(self.log_likelihood)
-            .register(self.kl)
-            .execute()
-            .try_into()
-            .expect("two tensors registered");
-        let device = Default::default();
-        ElboTerms {
-            log_likelihood: Tensor::from_data(log_likelihood, &device),
-            kl: Tensor::from_data(kl, &device),
+    /// One device read for both sums.
+    fn sync(self) -> ElboSums {
+        let both = Tensor::cat(vec![self.log_likelihood_sum, self.kl_sum], 0)
+            .into_data()
+            .convert::<f64>();
+        let both = both.as_slice::<f64>().expect("f64 after convert");
+        ElboSums {
+            log_likelihood_sum: both[0],
+            kl_sum: both[1],
+            examples: self.examples,
         }
     }
 }
@@ -104,10 +152,7 @@ where
         // always report the true ELBO terms.
         let loss = self.objective.loss(&out.elbo, step);
         let grads = loss.backward();
-        let terms = ElboTerms {
-            log_likelihood: out.elbo.log_likelihood.inner(),
-            kl: out.elbo.kl.inner(),
-        };
+        let terms = ElboTerms::of_batch(out.elbo.log_likelihood.inner(), out.elbo.kl.inner());
         TrainOutput::new(self, grads, terms)
     }
 }
@@ -123,9 +168,6 @@ where
 
     fn step(&self, batch: ImageBatch<B>) -> ElboTerms<B> {
         let elbo = self.vae.elbo(batch.images);
-        ElboTerms {
-            log_likelihood: elbo.log_likelihood,
-            kl: elbo.kl,
-        }
+        ElboTerms::of_batch(elbo.log_likelihood, elbo.kl)
     }
 }

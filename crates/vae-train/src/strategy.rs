@@ -12,7 +12,7 @@ use burn::tensor::backend::DeviceOps;
 use burn::train::{EventProcessorTraining, LearnerEvent, TrainingItem};
 use burn::train::{
     InferenceStep, Learner, LearningComponentsTypes, SupervisedLearningStrategy,
-    SupervisedTrainingEventProcessor, TrainLoader, TrainingBackend, TrainingComponents,
+    SupervisedTrainingEventProcessor, TrainLoader, TrainStep, TrainingBackend, TrainingComponents,
     TrainingModel, ValidLoader,
 };
 use burn::train::{LearnerModelRecord, LearnerOptimizerRecord, LearnerSchedulerRecord};
@@ -22,6 +22,7 @@ use vae_data::{DataError, DataHealth};
 use crate::checkpoint::{CheckpointFileError, CheckpointMarker, Checkpointing, load_record};
 use crate::error::TrainError;
 use crate::renderer::RunControl;
+use crate::step::Accumulate;
 
 /// Why training ended.
 #[derive(Debug, Clone)]
@@ -129,6 +130,7 @@ pub struct VaeStrategy<D> {
     control: Arc<RunControl>,
     checkpointing: Mutex<Checkpointing>,
     first_epoch: usize,
+    metrics_every_steps: usize,
     steps: Arc<AtomicU64>,
     data_health: Option<DataHealth>,
     outcome: Arc<Mutex<Option<LoopOutcome>>>,
@@ -136,13 +138,16 @@ pub struct VaeStrategy<D> {
 
 impl<D> VaeStrategy<D> {
     /// A loop on `device` from epoch `first_epoch`, checkpointing through `checkpointing`
-    /// (whose recorder burn-train's file checkpointer must use); `steps` is the model's
-    /// optimizer step counter and `outcome` receives the result.
+    /// (whose recorder burn-train's file checkpointer must use), reading the metrics from the
+    /// device once per `metrics_every_steps` steps; `steps` is the model's optimizer step
+    /// counter and `outcome` receives the result.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         device: D,
         control: Arc<RunControl>,
         checkpointing: Checkpointing,
         first_epoch: usize,
+        metrics_every_steps: usize,
         steps: Arc<AtomicU64>,
         data_health: Option<DataHealth>,
         outcome: Arc<Mutex<Option<LoopOutcome>>>,
@@ -152,6 +157,7 @@ impl<D> VaeStrategy<D> {
             control,
             checkpointing: Mutex::new(checkpointing),
             first_epoch,
+            metrics_every_steps: metrics_every_steps.max(1),
             steps,
             data_health,
             outcome,
@@ -169,6 +175,8 @@ impl<D> VaeStrategy<D> {
 impl<LC> SupervisedLearningStrategy<LC> for VaeStrategy<Device<TrainingBackend<LC>>>
 where
     LC: LearningComponentsTypes,
+    <LC::TrainingModel as TrainStep>::Output: Accumulate,
+    <LC::InferenceModel as InferenceStep>::Output: Accumulate,
 {
     fn fit(
         &self,
@@ -234,24 +242,43 @@ where
                 items_total: components.num_epochs,
             };
 
+            // The step outputs stay on the device and are added up; one read per window of
+            // `metrics_every_steps` steps (and at the end of the epoch) feeds the metrics, so
+            // the host never waits for the device inside a window.
             let mut iterator = train_loader.iter();
             let mut iteration = 0;
+            let mut window = Window::default();
             while let Some(batch) = iterator.next() {
                 iteration += 1;
                 learner.lr_step();
                 let progress = iterator.progress();
                 let output = learner.train_step(batch);
                 learner.optimizer_step(output.grads);
+                window.add(output.item, progress, iteration);
+                let stopping = interrupter.should_stop();
+                if (window.steps >= self.metrics_every_steps || stopping)
+                    && let Some((item, progress, iteration)) = window.take()
+                {
+                    processor.process_train(LearnerEvent::ProcessedItem(TrainingItem::new(
+                        item,
+                        progress,
+                        global.clone(),
+                        Some(iteration),
+                        Some(learner.lr_current()),
+                    )));
+                }
+                if stopping {
+                    break;
+                }
+            }
+            if let Some((item, progress, iteration)) = window.take() {
                 processor.process_train(LearnerEvent::ProcessedItem(TrainingItem::new(
-                    output.item,
+                    item,
                     progress,
                     global.clone(),
                     Some(iteration),
                     Some(learner.lr_current()),
                 )));
-                if interrupter.should_stop() {
-                    break;
-                }
             }
             processor.process_train(LearnerEvent::EndEpoch(epoch));
 
@@ -286,12 +313,26 @@ where
             let model = learner.model().valid();
             let mut iterator = valid_loader.iter();
             let mut iteration = 0;
+            let mut window = Window::default();
             while let Some(batch) = iterator.next() {
                 iteration += 1;
                 let progress = iterator.progress();
-                let output = model.step(batch);
+                window.add(model.step(batch), progress, iteration);
+                if window.steps >= self.metrics_every_steps
+                    && let Some((item, progress, iteration)) = window.take()
+                {
+                    processor.process_valid(LearnerEvent::ProcessedItem(TrainingItem::new(
+                        item,
+                        progress,
+                        global.clone(),
+                        Some(iteration),
+                        None,
+                    )));
+                }
+            }
+            if let Some((item, progress, iteration)) = window.take() {
                 processor.process_valid(LearnerEvent::ProcessedItem(TrainingItem::new(
-                    output,
+                    item,
                     progress,
                     global.clone(),
                     Some(iteration),
@@ -330,5 +371,40 @@ where
             });
         }
         (learner.model(), processor)
+    }
+}
+
+/// Step outputs added up on the device since the last read, with the progress of the last one.
+struct Window<T> {
+    sum: Option<T>,
+    steps: usize,
+    last: Option<(Progress, usize)>,
+}
+
+impl<T> Default for Window<T> {
+    fn default() -> Self {
+        Self {
+            sum: None,
+            steps: 0,
+            last: None,
+        }
+    }
+}
+
+impl<T: Accumulate> Window<T> {
+    fn add(&mut self, item: T, progress: Progress, iteration: usize) {
+        self.sum = Some(match self.sum.take() {
+            Some(sum) => sum.merge(item),
+            None => item,
+        });
+        self.steps += 1;
+        self.last = Some((progress, iteration));
+    }
+
+    /// The sum and the last step's progress and iteration, if any step was added; empties it.
+    fn take(&mut self) -> Option<(T, Progress, usize)> {
+        self.steps = 0;
+        let (progress, iteration) = self.last.take()?;
+        Some((self.sum.take()?, progress, iteration))
     }
 }

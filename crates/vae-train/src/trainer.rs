@@ -237,6 +237,13 @@ where
         self
     }
 
+    /// Training steps between reads of the metrics from the device (see
+    /// [`TrainingConfig::metrics_every_steps`]).
+    pub fn metrics_every_steps(mut self, steps: usize) -> Self {
+        self.config.metrics_every_steps = steps;
+        self
+    }
+
     /// The shuffling seed (seed the backend yourself for initialisation and latent noise).
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = seed;
@@ -409,6 +416,7 @@ where
             control.clone(),
             checkpointing,
             first_epoch,
+            config.metrics_every_steps,
             steps,
             data_health,
             outcome.clone(),

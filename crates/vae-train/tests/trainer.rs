@@ -233,6 +233,9 @@ fn a_nan_stops_the_run_and_keeps_the_last_good_checkpoint() {
         .epochs(3)
         .batch_size(16)
         .optimizer(OptimizerConfig::adamw(1e-4).with_clip_grad_norm(10.0))
+        // A NaN is noticed when the metrics are read: here after every step, so the report
+        // names the first poisoned batch.
+        .metrics_every_steps(1)
         .run_dir(dir.path())
         .fit()
         .unwrap();

@@ -16,6 +16,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use vae_core::{Elbo, KlEstimator};
 use vae_data::ImageItem;
+
+use crate::common::squares_8x8;
 use vae_models::{Encoder, MlpDecoder, MlpEncoder, MlpVaeConfig, Vae};
 use vae_train::backend::{WgpuAdapter, WgpuGpu, wgpu_device, wgpu_probe};
 use vae_train::{History, Trainer};
@@ -58,26 +60,6 @@ fn same_weights(config: &MlpVaeConfig, seed: u64) -> (Model<Cpu>, Model<Gpu>) {
     )
 }
 
-/// `n` 8×8 images: a bright 4×4 square at one of four places, with a little texture.
-fn images(n: usize) -> Vec<ImageItem> {
-    (0..n)
-        .map(|i| {
-            let (r, c) = ((i % 2) * 4, (i / 2 % 2) * 4);
-            let pixels = (0..D)
-                .map(|p| {
-                    let (y, x) = (p / 8, p % 8);
-                    let on = (r..r + 4).contains(&y) && (c..c + 4).contains(&x);
-                    (if on { 200 } else { 30 }) + ((i * 7 + p * 3) % 40) as u8
-                })
-                .collect();
-            ImageItem {
-                pixels,
-                label: None,
-            }
-        })
-        .collect()
-}
-
 fn max_abs_diff<B1: Backend, B2: Backend>(a: Tensor<B1, 2>, b: Tensor<B2, 2>) -> f32 {
     let a = a.into_data().to_vec::<f32>().unwrap();
     let b = b.into_data().to_vec::<f32>().unwrap();
@@ -97,7 +79,7 @@ fn the_same_weights_give_the_same_outputs_on_cpu_and_wgpu() {
     let (cpu, gpu) = same_weights(&config, 3);
     let (cpu_device, gpu_device) = (Default::default(), wgpu_device(WgpuAdapter::Default));
 
-    let values: Vec<f32> = images(16)
+    let values: Vec<f32> = squares_8x8(16)
         .iter()
         .flat_map(|i| i.pixels.iter().map(|&p| f32::from(p) / 255.0))
         .collect();
@@ -115,8 +97,8 @@ fn the_same_weights_give_the_same_outputs_on_cpu_and_wgpu() {
 
 /// Trains 3 epochs from `model` on `device`.
 fn train<B: burn::tensor::backend::AutodiffBackend>(model: Model<B>, device: B::Device) -> History {
-    let train: Arc<dyn Dataset<ImageItem>> = Arc::new(InMemDataset::new(images(256)));
-    let valid: Arc<dyn Dataset<ImageItem>> = Arc::new(InMemDataset::new(images(64)));
+    let train: Arc<dyn Dataset<ImageItem>> = Arc::new(InMemDataset::new(squares_8x8(256)));
+    let valid: Arc<dyn Dataset<ImageItem>> = Arc::new(InMemDataset::new(squares_8x8(64)));
     Trainer::new(model, device)
         .data(train, valid)
         .epochs(3)
@@ -184,7 +166,7 @@ fn the_first_step_loss_and_gradients_agree_on_cpu_and_wgpu() {
     }
     let config = MlpVaeConfig::new(D, vec![32], 4);
     let (cpu, gpu) = same_weights(&config, 7);
-    let x: Vec<f32> = images(16)
+    let x: Vec<f32> = squares_8x8(16)
         .iter()
         .flat_map(|i| i.pixels.iter().map(|&p| f32::from(p) / 255.0))
         .collect();

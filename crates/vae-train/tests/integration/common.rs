@@ -1,4 +1,4 @@
-//! Shared by the run tests: a small in-memory dataset and a run configuration for it.
+//! Shared by the integration tests: small in-memory datasets and a run configuration.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -57,4 +57,25 @@ pub fn config(epochs: usize) -> RunConfig<Architecture> {
             ..TrainingConfig::default()
         },
     }
+}
+
+/// `n` 8×8 grey images: a bright 4×4 square at one of four places, with a little texture so
+/// that no two neighbouring images are equal.
+pub fn squares_8x8(n: usize) -> Vec<ImageItem> {
+    (0..n)
+        .map(|i| {
+            let (r, c) = ((i % 2) * 4, (i / 2 % 2) * 4);
+            let pixels = (0..64)
+                .map(|p| {
+                    let (y, x) = (p / 8, p % 8);
+                    let on = (r..r + 4).contains(&y) && (c..c + 4).contains(&x);
+                    (if on { 200 } else { 30 }) + ((i * 7 + p * 3) % 40) as u8
+                })
+                .collect();
+            ImageItem {
+                pixels,
+                label: None,
+            }
+        })
+        .collect()
 }

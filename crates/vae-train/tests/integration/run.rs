@@ -2,9 +2,7 @@
 //! refuses to overwrite one, resumes; `evaluate_run` adds log p(x) to `metrics.json`;
 //! `sample_run` draws a grid.
 
-mod common;
-
-use common::{B, config, splits};
+use crate::common::{B, config, splits};
 use vae_models::{Architecture, MlpVaeConfig};
 use vae_train::{EvalOptions, RunDir, RunOptions, TrainError, evaluate_run, sample_run, train_run};
 

@@ -3,13 +3,11 @@
 //! model or the data, evaluations and partial epochs are kept on record, one writer per run.
 //! (Real processes, signals and injected crashes: `xtask/tests/faults.rs`.)
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::common::{B, config, splits};
 use burn::data::dataset::{Dataset, InMemDataset};
-use common::{B, config, splits};
 use vae_data::{DataSplits, ImageItem, PixelMode};
 use vae_models::{Architecture, MlpVaeConfig};
 use vae_train::checkpoint::CheckpointLog;

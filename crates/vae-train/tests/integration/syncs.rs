@@ -23,6 +23,8 @@ use burn_router::{
     BackendRouter, MultiBackendBridge, RouterTensor, Runner, RunnerChannel, RunnerClient,
 };
 use vae_data::ImageItem;
+
+use crate::common::squares_8x8;
 use vae_models::MlpVaeConfig;
 use vae_train::Trainer;
 
@@ -153,34 +155,14 @@ impl RunnerChannel for Counting {
 
 type B = Autodiff<BackendRouter<Counting>>;
 
-/// `n` 8×8 images of a square at one of four places.
-fn images(n: usize) -> Vec<ImageItem> {
-    (0..n)
-        .map(|i| {
-            let (r, c) = ((i % 2) * 4, (i / 2 % 2) * 4);
-            let pixels = (0..64)
-                .map(|p| {
-                    let (y, x) = (p / 8, p % 8);
-                    let on = (r..r + 4).contains(&y) && (c..c + 4).contains(&x);
-                    (if on { 200 } else { 30 }) + ((i * 7 + p * 3) % 40) as u8
-                })
-                .collect();
-            ImageItem {
-                pixels,
-                label: None,
-            }
-        })
-        .collect()
-}
-
 /// Device reads and syncs of one epoch of `steps` training steps of batch 4 (and one
 /// validation step), with the metrics read every `metrics_every` steps.
 fn reads_and_syncs(steps: usize, metrics_every: usize) -> (usize, usize) {
     let device = FlexDevice;
     B::seed(&device, 1);
     let model = MlpVaeConfig::new(64, vec![16], 2).init::<B>(&device);
-    let train: Arc<dyn Dataset<ImageItem>> = Arc::new(InMemDataset::new(images(4 * steps)));
-    let valid: Arc<dyn Dataset<ImageItem>> = Arc::new(InMemDataset::new(images(4)));
+    let train: Arc<dyn Dataset<ImageItem>> = Arc::new(InMemDataset::new(squares_8x8(4 * steps)));
+    let valid: Arc<dyn Dataset<ImageItem>> = Arc::new(InMemDataset::new(squares_8x8(4)));
     let (reads, syncs) = (READS.load(Ordering::SeqCst), SYNCS.load(Ordering::SeqCst));
     let result = Trainer::new(model, device)
         .data(train, valid)

@@ -11,7 +11,7 @@
 //! | [`bernoulli_log_prob`] | `Σ_d [x η − softplus(η)]`, `[1, N, D]` × `[S, N, D]` → `[S, N]`, nats |
 //! | [`sum_last_dim`] | `Σ_d t[s, n, d]`, `[S, N, D]` → `[S, N]` |
 //! | [`conv2d`], [`conv_transpose2d`] | burn's 2-D convolutions, same signatures |
-//! | [`batch_norm`] | burn's `BatchNorm` forward (batch or running statistics) |
+//! | [`batch_norm`] | burn's `BatchNorm` forward (batch or running statistics); its generic path is arranged for few GPU kernel launches |
 //! | [`leaky_relu`] | `max(x, s·x)` |
 //! | [`adam_step`] | burn's `Adam` update of one parameter, bit for bit ([`AdamHyper`]) |
 //!

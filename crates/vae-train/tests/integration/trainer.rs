@@ -191,19 +191,41 @@ fn early_stopping_ends_the_run_when_validation_stops_improving() {
     assert!(spread <= 1e-6 * best.abs(), "{values:?}");
 }
 
-/// Float items, stacked by a batcher that returns NaN pixels from its `poison_from`-th
-/// training batch on (training batches are the ones made for the autodiff backend).
+/// Float items, stacked by a batcher that returns NaN pixels for the training batches whose
+/// index is in `poisoned` (training batches are the ones made for the autodiff backend).
 #[derive(Clone)]
 struct PoisonedBatcher {
     made: Arc<AtomicUsize>,
-    poison_from: usize,
+    poisoned: std::ops::Range<usize>,
+}
+
+impl PoisonedBatcher {
+    fn new(poisoned: std::ops::Range<usize>) -> Self {
+        Self {
+            made: Arc::new(AtomicUsize::new(0)),
+            poisoned,
+        }
+    }
+}
+
+/// `n` float items of `D` values in [0, 1).
+fn floats(n: usize) -> Arc<dyn Dataset<Vec<f32>>> {
+    Arc::new(InMemDataset::new(
+        (0..n)
+            .map(|i| (0..D).map(|j| ((i * D + j) % 7) as f32 / 7.0).collect())
+            .collect(),
+    ))
 }
 
 impl<B: Backend> Batcher<B, Vec<f32>, ImageBatch<B>> for PoisonedBatcher {
     fn batch(&self, items: Vec<Vec<f32>>, device: &B::Device) -> ImageBatch<B> {
         let n = items.len();
         let mut values: Vec<f32> = items.concat();
-        if B::ad_enabled(device) && self.made.fetch_add(1, Ordering::SeqCst) >= self.poison_from {
+        if B::ad_enabled(device)
+            && self
+                .poisoned
+                .contains(&self.made.fetch_add(1, Ordering::SeqCst))
+        {
             values.fill(f32::NAN);
         }
         ImageBatch {
@@ -216,18 +238,8 @@ impl<B: Backend> Batcher<B, Vec<f32>, ImageBatch<B>> for PoisonedBatcher {
 fn a_nan_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let device = Default::default();
-    let floats = |n: usize| -> Arc<dyn Dataset<Vec<f32>>> {
-        Arc::new(InMemDataset::new(
-            (0..n)
-                .map(|i| (0..D).map(|j| ((i * D + j) % 7) as f32 / 7.0).collect())
-                .collect(),
-        ))
-    };
     // Epoch 1 trains on batches 0–1; epoch 2 on NaN.
-    let batcher = PoisonedBatcher {
-        made: Arc::new(AtomicUsize::new(0)),
-        poison_from: 2,
-    };
+    let batcher = PoisonedBatcher::new(2..usize::MAX);
     let result = Trainer::new(mlp(&device), device)
         .data_with(floats(32), floats(8), batcher)
         .epochs(3)
@@ -259,10 +271,7 @@ fn a_nan_stops_the_run_and_keeps_the_last_good_checkpoint() {
     // checkpoint.
     let history = std::fs::read_to_string(dir.path().join("checkpoints/history.json")).unwrap();
     assert!(history.contains("null"), "{history}");
-    let clean = PoisonedBatcher {
-        made: Arc::new(AtomicUsize::new(0)),
-        poison_from: usize::MAX,
-    };
+    let clean = PoisonedBatcher::new(0..0);
     let resumed = Trainer::new(mlp(&device), device)
         .data_with(floats(32), floats(8), clean)
         .epochs(3)
@@ -281,4 +290,37 @@ fn a_nan_stops_the_run_and_keeps_the_last_good_checkpoint() {
             .iter()
             .all(|m| m.elbo.neg_elbo_nats.is_finite())
     );
+}
+
+/// With the default metrics window (longer than an epoch here), the sums are read only at the
+/// end of the epoch: one poisoned batch in the middle of it, followed by clean ones, must still
+/// stop the run there (a NaN added to the device-side sums stays NaN), and the epoch before it
+/// stays the last checkpoint.
+#[test]
+fn a_nan_inside_the_default_metrics_window_is_caught_at_the_end_of_its_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let steps_per_epoch = 64 / 8;
+    assert!(
+        steps_per_epoch < vae_train::TrainingConfig::default().metrics_every_steps,
+        "the window must span the epoch for this test to mean anything"
+    );
+    // Epoch 1: batches 0–7, clean; epoch 2: batch 10 (its third step) only is poisoned.
+    let result = Trainer::new(mlp(&device), device)
+        .data_with(floats(64), floats(8), PoisonedBatcher::new(10..11))
+        .epochs(3)
+        .batch_size(8)
+        .optimizer(OptimizerConfig::adamw(1e-4))
+        .run_dir(dir.path())
+        .fit()
+        .unwrap();
+    let StopReason::NonFinite(what) = &result.outcome.stop else {
+        panic!("expected a NaN stop, got {:?}", result.outcome.stop)
+    };
+    assert_eq!((what.split, what.epoch), ("train", 2), "{what}");
+    assert!(!what.value.is_finite(), "{what}");
+    assert_eq!(result.outcome.last_checkpoint.map(|m| m.epoch), Some(1));
+    assert_eq!(marker(dir.path()).epoch, 1);
+    assert_eq!(epochs(&result.history.train), [1, 2]);
+    assert!(result.history.train[0].elbo.neg_elbo_nats.is_finite());
 }

@@ -197,3 +197,71 @@ fn the_first_step_loss_and_gradients_agree_on_cpu_and_wgpu() {
         "∂loss/∂x differs by {diff} (largest component {scale})"
     );
 }
+
+/// On the GPU code path `vae_kernels::batch_norm` takes its generic arrangement (the one
+/// written for few kernel launches); it must be burn's `BatchNorm` there too: output, the
+/// gradients of the input, γ and β, and the running statistics, on a conv output (the layout
+/// the conv VAE feeds it), in training and in inference.
+#[test]
+fn batch_norm_on_wgpu_is_burns_batch_norm() {
+    if !adapter_available("batch_norm_on_wgpu_is_burns_batch_norm") {
+        return;
+    }
+    use burn::module::{AutodiffModule, Param};
+    use burn::nn::{BatchNorm, BatchNormConfig};
+    use burn::tensor::{Distribution, Tolerance, module::conv2d, ops::ConvOptions};
+
+    let device = wgpu_device(WgpuAdapter::Default);
+    let gamma = Tensor::<Gpu, 1>::from_floats([1.5, -0.5, 2.0, 0.25], &device);
+    let beta = Tensor::<Gpu, 1>::from_floats([0.1, 0.0, -1.0, 3.0], &device);
+    // Two modules, not clones: clones share their running statistics.
+    let norm = || BatchNorm {
+        gamma: Param::from_tensor(gamma.clone()),
+        beta: Param::from_tensor(beta.clone()),
+        ..BatchNormConfig::new(4)
+            .with_momentum(0.3)
+            .init::<Gpu>(&device)
+    };
+    let (ours, theirs) = (norm(), norm());
+    let close = || Tolerance::<f32>::absolute(1e-4);
+    for _ in 0..2 {
+        let image = Tensor::<Gpu, 4>::random([3, 2, 8, 8], Distribution::Normal(2.0, 1.0), &device);
+        let weight = Tensor::<WgpuGpu, 4>::random([4, 2, 3, 3], Distribution::Default, &device);
+        // One leaf per graph: a backward pass consumes its graph.
+        let leaf = || Tensor::<Gpu, 4>::from_inner(weight.clone()).require_grad();
+        let (w_ours, w_theirs) = (leaf(), leaf());
+        let options = ConvOptions::new([2, 2], [1, 1], [1, 1], 1);
+        let x_ours = conv2d(image.clone(), w_ours.clone(), None, options.clone());
+        let x_theirs = conv2d(image, w_theirs.clone(), None, options);
+        let target = Tensor::<Gpu, 4>::random([3, 4, 4, 4], Distribution::Default, &device);
+        let y_ours = vae_kernels::batch_norm(&ours, x_ours);
+        let y_theirs = theirs.forward(x_theirs);
+        y_ours
+            .clone()
+            .into_data()
+            .assert_approx_eq::<f32>(&y_theirs.clone().into_data(), close());
+        let grads_ours = (y_ours * target.clone()).sum().backward();
+        let grads_theirs = (y_theirs * target).sum().backward();
+        let data = |t: Option<Tensor<WgpuGpu, 4>>| t.expect("a gradient").into_data();
+        data(w_ours.grad(&grads_ours))
+            .assert_approx_eq::<f32>(&data(w_theirs.grad(&grads_theirs)), close());
+        for (p_ours, p_theirs) in [(&ours.gamma, &theirs.gamma), (&ours.beta, &theirs.beta)] {
+            let grad = |p: &Param<Tensor<Gpu, 1>>, g| p.grad(g).expect("a gradient").into_data();
+            grad(p_ours, &grads_ours)
+                .assert_approx_eq::<f32>(&grad(p_theirs, &grads_theirs), close());
+        }
+        for (r_ours, r_theirs) in [
+            (&ours.running_mean, &theirs.running_mean),
+            (&ours.running_var, &theirs.running_var),
+        ] {
+            r_ours
+                .value()
+                .into_data()
+                .assert_approx_eq::<f32>(&r_theirs.value().into_data(), close());
+        }
+    }
+    let x = Tensor::<WgpuGpu, 4>::random([2, 4, 3, 3], Distribution::Default, &device);
+    vae_kernels::batch_norm(&ours.valid(), x.clone())
+        .into_data()
+        .assert_approx_eq::<f32>(&theirs.valid().forward(x).into_data(), close());
+}

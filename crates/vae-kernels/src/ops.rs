@@ -185,16 +185,7 @@ fn batch_norm_affine<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor
         // Two passes (no E[x²] − μ², which cancels when |μ| ≫ σ).
         let centred = x.clone() - mean.clone().detach();
         let var = per_channel(centred.clone() * centred);
-        let m = norm.momentum;
-        let update = |state: &burn::module::RunningState<Tensor<B, 1>>, batch: &Tensor<B, 2>| {
-            let old = state.value_sync().to_device(&device);
-            state.update(
-                (old.mul_scalar(1.0 - m) + batch.clone().detach().reshape([c]).mul_scalar(m))
-                    .detach(),
-            );
-        };
-        update(&norm.running_mean, &mean);
-        update(&norm.running_var, &var);
+        update_running_statistics(norm, mean.clone().reshape([c]), var.clone().reshape([c]));
         (mean, var)
     } else {
         (
@@ -205,6 +196,20 @@ fn batch_norm_affine<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor
     let a = norm.gamma.val().reshape([1, c]) / var.add_scalar(norm.epsilon).sqrt();
     let b = norm.beta.val().reshape([1, c]) - mean * a.clone();
     (x * a + b).reshape([n, h, w, c]).permute([0, 3, 1, 2])
+}
+
+/// Moves `norm`'s running statistics towards one batch's per-channel mean and (biased)
+/// variance, `[C]` each: `r ← (1 − momentum)·r + momentum·batch` — burn's update, untracked.
+pub(crate) fn update_running_statistics<B: Backend>(
+    norm: &BatchNorm<B>,
+    mean: Tensor<B, 1>,
+    var: Tensor<B, 1>,
+) {
+    let m = norm.momentum;
+    for (state, batch) in [(&norm.running_mean, mean), (&norm.running_var, var)] {
+        let old = state.value_sync().to_device(&batch.device());
+        state.update((old.mul_scalar(1.0 - m) + batch.detach().mul_scalar(m)).detach());
+    }
 }
 
 /// Leaky ReLU, elementwise: `max(x, s·x)` for a slope 0 < s < 1 (x ≥ 0: x; x < 0: s·x).

@@ -32,16 +32,11 @@ pub(crate) fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Te
         let mean = per_channel(rows.clone());
         let var =
             (per_channel(rows.clone() * rows.clone()) - mean.clone().powi_scalar(2)).clamp_min(0.0);
-        let m = norm.momentum;
-        let update = |state: &burn::module::RunningState<Tensor<B, 1>>, batch: &Tensor<B, 2>| {
-            let old = state.value_sync().to_device(&device);
-            state.update(
-                (old.mul_scalar(1.0 - m) + batch.clone().detach().reshape([c]).mul_scalar(m))
-                    .detach(),
-            );
-        };
-        update(&norm.running_mean, &mean);
-        update(&norm.running_var, &var);
+        crate::ops::update_running_statistics(
+            norm,
+            mean.clone().reshape([c]),
+            var.clone().reshape([c]),
+        );
         (mean, var)
     } else {
         (

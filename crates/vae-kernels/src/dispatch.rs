@@ -34,7 +34,8 @@ pub struct FastPathCounts {
     pub conv_weight_grad: u64,
     /// Transposed convolutions run parallel over images ([`crate::conv_transpose2d`]).
     pub conv_transpose2d: u64,
-    /// Batch norms arranged as per-channel affine maps ([`crate::batch_norm`]).
+    /// Batch norms on a fast path ([`crate::batch_norm`]): per-channel affine maps on Flex, one
+    /// autodiff operation on `Autodiff<Wgpu>` / `Autodiff<Cuda>` (training only).
     pub batch_norm: u64,
     /// Leaky ReLUs written with ReLU ([`crate::leaky_relu`]).
     pub leaky_relu: u64,
@@ -65,7 +66,7 @@ pub fn fast_path_counts() -> FastPathCounts {
 }
 
 /// Adds one to the counter `field` picks, on this thread.
-#[cfg(feature = "fast-kernels")]
+#[cfg(any(feature = "fast-kernels", feature = "wgpu", feature = "cuda"))]
 pub(crate) fn count(field: fn(&mut FastPathCounts) -> &mut u64) {
     COUNTS.with(|counts| {
         let mut value = counts.get();
@@ -74,13 +75,33 @@ pub(crate) fn count(field: fn(&mut FastPathCounts) -> &mut u64) {
     });
 }
 
+/// `value` as type `U`. Call it only once an `is_*` check of this module made `T` and `U` the
+/// same type; otherwise it panics (a checked downcast, no transmute).
+#[cfg(any(feature = "fast-kernels", feature = "wgpu", feature = "cuda"))]
+pub(crate) fn same_type<T: 'static, U: 'static>(value: T) -> U {
+    let boxed: Box<dyn std::any::Any> = Box::new(value);
+    *boxed
+        .downcast::<U>()
+        .unwrap_or_else(|_| unreachable!("dispatch checked the types before the downcast"))
+}
+
+/// Whether `B` is `Autodiff<I>` (no checkpointing, as burn's training uses it): how the GPU
+/// backends' autodiff operations (`I` = burn's `Wgpu` or `Cuda`) are recognised.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub(crate) fn is_autodiff_of<
+    B: burn::tensor::backend::Backend,
+    I: burn::tensor::backend::Backend,
+>() -> bool {
+    std::any::TypeId::of::<B>() == std::any::TypeId::of::<burn::backend::Autodiff<I>>()
+}
+
 #[cfg(feature = "fast-kernels")]
 pub(crate) use flex::*;
 
 /// Identification of burn's Flex CPU backend and access to its tensors.
 #[cfg(feature = "fast-kernels")]
 mod flex {
-    use std::any::{Any, TypeId};
+    use std::any::TypeId;
     use std::borrow::Cow;
 
     use burn::backend::Flex;
@@ -109,15 +130,6 @@ mod flex {
     /// burn's own tensor ops (sums, batch norm, leaky ReLU) are measured on.
     pub(crate) fn is_flex_family<B: Backend>() -> bool {
         is_flex::<B>() || is_autodiff_flex::<B>()
-    }
-
-    /// `value` as type `U`. Call it only once the `is_*` checks above made `T` and `U` the
-    /// same type; otherwise it panics (a checked downcast, no transmute).
-    pub(crate) fn same_type<T: 'static, U: 'static>(value: T) -> U {
-        let boxed: Box<dyn Any> = Box::new(value);
-        *boxed
-            .downcast::<U>()
-            .unwrap_or_else(|_| unreachable!("dispatch checked the types before the downcast"))
     }
 
     /// A Flex tensor's primitive (f32 or not; the kernels check the dtype first).

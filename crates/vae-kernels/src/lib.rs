@@ -11,7 +11,7 @@
 //! | [`bernoulli_log_prob`] | `Σ_d [x η − softplus(η)]`, `[1, N, D]` × `[S, N, D]` → `[S, N]`, nats |
 //! | [`sum_last_dim`] | `Σ_d t[s, n, d]`, `[S, N, D]` → `[S, N]` |
 //! | [`conv2d`], [`conv_transpose2d`] | burn's 2-D convolutions, same signatures |
-//! | [`batch_norm`] | burn's `BatchNorm` forward (batch or running statistics); its generic path is arranged for few GPU kernel launches |
+//! | [`batch_norm`] | burn's `BatchNorm` forward (batch or running statistics); on the GPU backends, training is one autodiff operation of two cubecl kernels each way |
 //! | [`leaky_relu`] | `max(x, s·x)` |
 //! | [`adam_step`] | burn's `Adam` update of one parameter, bit for bit ([`AdamHyper`]) |
 //!
@@ -22,7 +22,8 @@
 //! downcast (no transmute). The kernel may still decline (element type other than f32, grouped
 //! or dilated convolution, …) and hand the inputs back; the op then runs burn's formulation
 //! itself. Today the fast paths are for burn's Flex CPU backend: `Autodiff<Flex>` (training)
-//! and, where it helps evaluation, plain `Flex`. Every fast path taken is counted per thread
+//! and, where it helps evaluation, plain `Flex` — and, with the features `wgpu` / `cuda`,
+//! burn's GPU backends under autodiff (`cube/`). Every fast path taken is counted per thread
 //! ([`fast_path_counts`]), so tests prove which path ran.
 //!
 //! ## Feature
@@ -51,8 +52,12 @@
 //!
 //! ## GPU (`cube/`)
 //!
-//! burn's CUDA backend fuses these elementwise chains itself, so there is no GPU kernel yet;
-//! `src/cube/mod.rs` describes how a cubecl kernel would plug into the same dispatch.
+//! With the feature `wgpu` or `cuda` (vae-train's features of the same names turn them on),
+//! `src/cube/` holds the fast paths for `Autodiff<Wgpu>` / `Autodiff<Cuda>`, where every
+//! operation that fusion does not merge is a kernel launch: batch norm in training as one
+//! autodiff operation with a closed-form backward pass, each pass two cubecl kernels
+//! registered as one fusion custom operation. burn's fusion already merges the ELBO's
+//! elementwise chains; `src/cube/mod.rs` says why and how a new kernel plugs in.
 
 mod cube;
 mod dispatch;

@@ -9,8 +9,11 @@ use burn::optim::{Adam, AdamConfig, AdamState, SimpleOptimizer};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Tensor, activation, backend::Backend, module};
 
+use crate::cube;
+#[cfg(any(feature = "fast-kernels", feature = "wgpu", feature = "cuda"))]
+use crate::dispatch::count;
 #[cfg(feature = "fast-kernels")]
-use crate::dispatch::{count, is_flex_family};
+use crate::dispatch::is_flex_family;
 #[cfg(feature = "fast-kernels")]
 use crate::flex;
 
@@ -148,11 +151,14 @@ pub fn conv_transpose2d<B: Backend>(
 /// (biased) variance when autodiff is enabled — which also updates the running statistics,
 /// `r ← (1 − momentum)·r + momentum·batch` — and the running statistics otherwise.
 ///
-/// Fast path (`fast-kernels`, `Flex` or `Autodiff<Flex>`): the same statistics and update,
+/// Fast paths: on `Flex` or `Autodiff<Flex>` (`fast-kernels`), the same statistics and update
 /// arranged as products with ones over `[N·C, H·W]` and one per-(n, c) multiply-add (several
-/// times faster on Flex, measured on the CelebA conv VAE). Generic path:
-/// [`batch_norm_affine`], the same function arranged for few kernel launches on the GPU
-/// backends.
+/// times faster on Flex, measured on the CelebA conv VAE); on `Autodiff<Wgpu>` /
+/// `Autodiff<Cuda>` (features `wgpu` / `cuda`, f32), training as one autodiff operation whose
+/// passes are two cubecl kernels each: 5 kernel launches per layer and training step on wgpu
+/// with the running-statistics update, against 38 for burn's `BatchNorm`. Generic path:
+/// [`batch_norm_affine`], the same function over a channel-last view, arranged for few kernel
+/// launches (22).
 pub fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     #[cfg(feature = "fast-kernels")]
     if is_flex_family::<B>() {
@@ -170,32 +176,83 @@ pub fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B,
 /// Why: on burn's GPU backends every op is a kernel launch, and burn's formulation costs 38
 /// per batch norm per training step (measured on wgpu: `swap_dims` + `reshape` copies before
 /// each statistic, and five `[1, C, 1, 1]` operands whose gradients autodiff reduces one axis
-/// at a time); this one costs 22. The view is free for a convolution's output, which burn's
-/// GPU convolutions leave channel-last in memory, so each statistic is one reduction over
-/// axis 0; the big tensor meets two `[1, C]` operands; and μ is detached inside σ² — exact,
-/// since ∂σ²/∂μ = −(2/M)·Σ(x − μ) = 0 — which spares backward a reduction.
+/// at a time); this one costs 22 (5 with the GPU kernels of `cube::batch_norm`, which take
+/// over the batch statistics on `Autodiff<Wgpu>` / `Autodiff<Cuda>`). The view is free for a
+/// convolution's output,
+/// which burn's GPU convolutions leave channel-last in memory, so each statistic is one
+/// reduction over axis 0; the big tensor meets two `[1, C]` operands; and μ is detached inside
+/// σ² — exact, since ∂σ²/∂μ = −(2/M)·Σ(x − μ) = 0 — which spares backward a reduction.
 fn batch_norm_affine<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    batch_norm_channel_last(norm, x, |x, gamma, beta, epsilon| {
+        match cube::batch_norm::batch_norm_rows(x, gamma, beta, epsilon) {
+            Ok(out) => {
+                #[cfg(any(feature = "wgpu", feature = "cuda"))]
+                count(|c| &mut c.batch_norm);
+                out
+            }
+            Err((x, gamma, beta)) => batch_statistics_elementwise(x, gamma, beta, epsilon),
+        }
+    })
+}
+
+/// A batch norm's output rows `y: [M, C]` with batch statistics, and the batch's per-channel
+/// mean and biased variance (`[C]` each, for the running statistics).
+pub(crate) struct BatchStatistics<B: Backend> {
+    /// `γ·(x − μ)/√(σ² + ε) + β`, `[M, C]`.
+    pub(crate) y: Tensor<B, 2>,
+    /// μ, `[C]`.
+    pub(crate) mean: Tensor<B, 1>,
+    /// σ² = mean of (x − μ)², `[C]`.
+    pub(crate) var: Tensor<B, 1>,
+}
+
+/// The frame of [`batch_norm_affine`]: the channel-last view `[N·H·W, C]`, then `train` (the
+/// batch statistics and output, updating the running statistics) under autodiff, else the
+/// affine map with the running statistics; the result back as `[N, C, H, W]`.
+fn batch_norm_channel_last<B: Backend>(
+    norm: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    train: impl FnOnce(Tensor<B, 2>, Tensor<B, 1>, Tensor<B, 1>, f64) -> BatchStatistics<B>,
+) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
     let device = x.device();
-    let x = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
-    let (mean, var) = if B::ad_enabled(&device) {
-        let count = (n * h * w) as f64;
-        let per_channel = |t: Tensor<B, 2>| t.sum_dim(0).div_scalar(count);
-        let mean = per_channel(x.clone());
-        // Two passes (no E[x²] − μ², which cancels when |μ| ≫ σ).
-        let centred = x.clone() - mean.clone().detach();
-        let var = per_channel(centred.clone() * centred);
-        update_running_statistics(norm, mean.clone().reshape([c]), var.clone().reshape([c]));
-        (mean, var)
+    let rows = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
+    let y = if B::ad_enabled(&device) {
+        let out = train(rows, norm.gamma.val(), norm.beta.val(), norm.epsilon);
+        update_running_statistics(norm, out.mean, out.var);
+        out.y
     } else {
-        (
-            norm.running_mean.value().to_device(&device).reshape([1, c]),
-            norm.running_var.value().to_device(&device).reshape([1, c]),
-        )
+        let mean = norm.running_mean.value().to_device(&device).reshape([1, c]);
+        let var = norm.running_var.value().to_device(&device).reshape([1, c]);
+        let a = norm.gamma.val().reshape([1, c]) / var.add_scalar(norm.epsilon).sqrt();
+        let b = norm.beta.val().reshape([1, c]) - mean * a.clone();
+        rows * a + b
     };
-    let a = norm.gamma.val().reshape([1, c]) / var.add_scalar(norm.epsilon).sqrt();
-    let b = norm.beta.val().reshape([1, c]) - mean * a.clone();
-    (x * a + b).reshape([n, h, w, c]).permute([0, 3, 1, 2])
+    y.reshape([n, h, w, c]).permute([0, 3, 1, 2])
+}
+
+/// [`BatchStatistics`] of `x: [M, C]` in burn's elementwise ops, differentiated by autodiff:
+/// `y = x·a + b` with `a = γ/√(σ² + ε)` and `b = β − μ·a` on `[1, C]`, σ² with μ detached.
+fn batch_statistics_elementwise<B: Backend>(
+    x: Tensor<B, 2>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+) -> BatchStatistics<B> {
+    let [m, c] = x.dims();
+    let count = m as f64;
+    let per_channel = |t: Tensor<B, 2>| t.sum_dim(0).div_scalar(count);
+    let mean = per_channel(x.clone());
+    // Two passes (no E[x²] − μ², which cancels when |μ| ≫ σ).
+    let centred = x.clone() - mean.clone().detach();
+    let var = per_channel(centred.clone() * centred);
+    let a = gamma.reshape([1, c]) / var.clone().add_scalar(epsilon).sqrt();
+    let b = beta.reshape([1, c]) - mean.clone() * a.clone();
+    BatchStatistics {
+        y: x * a + b,
+        mean: mean.reshape([c]),
+        var: var.reshape([c]),
+    }
 }
 
 /// Moves `norm`'s running statistics towards one batch's per-channel mean and (biased)
@@ -387,6 +444,28 @@ mod tests {
     /// (|μ| = 4σ) and channels of different scales.
     #[test]
     fn generic_batch_norm_equals_burns() {
+        assert_batch_norm_equals_burns(batch_norm_affine);
+    }
+
+    /// The same for batch norm as one autodiff operation with a closed-form backward pass
+    /// (the GPU backends' path), here on NdArray.
+    #[test]
+    fn batch_norm_as_one_autodiff_operation_equals_burns() {
+        assert_batch_norm_equals_burns(|norm, x| {
+            batch_norm_channel_last(
+                norm,
+                x,
+                cube::batch_norm::batch_norm_autodiff::<
+                    NdArray<f32>,
+                    cube::batch_norm::BurnRowKernels,
+                >,
+            )
+        });
+    }
+
+    fn assert_batch_norm_equals_burns(
+        ours_forward: impl Fn(&BatchNorm<Ad>, Tensor<Ad, 4>) -> Tensor<Ad, 4>,
+    ) {
         let device = Default::default();
         let gamma = Tensor::<Ad, 1>::from_floats([1.5, -0.5, 2.0, 0.25], &device);
         let beta = Tensor::<Ad, 1>::from_floats([0.1, 0.0, -1.0, 3.0], &device);
@@ -412,7 +491,7 @@ mod tests {
             let (x_ours, x_theirs) = (leaf(), leaf());
             // A weighting that is not constant, so that no gradient vanishes by symmetry.
             let weights = Tensor::<Ad, 4>::random([3, 4, 5, 6], Distribution::Default, &device);
-            let y_ours = batch_norm_affine(&ours, x_ours.clone());
+            let y_ours = ours_forward(&ours, x_ours.clone());
             let y_theirs = theirs.forward(x_theirs.clone());
             y_ours
                 .clone()

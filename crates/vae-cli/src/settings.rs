@@ -435,6 +435,39 @@ mod tests {
     }
 
     #[test]
+    fn the_prior_is_chosen_with_set() {
+        let o = overrides(&["model.prior.kind=vamp", "model.prior.pseudo_inputs=50"]);
+        let c = Settings::for_dataset("fashion-mnist", &o)
+            .unwrap()
+            .with_model::<Architecture>(GREY_28)
+            .unwrap();
+        let Architecture::Mlp(mlp) = &c.model else {
+            panic!("mlp expected")
+        };
+        assert_eq!(
+            mlp.prior,
+            Some(vae_models::PriorConfig::Vamp { pseudo_inputs: 50 })
+        );
+        let o = overrides(&["model.prior.kind=mixture"]);
+        let err = Settings::for_dataset("fashion-mnist", &o)
+            .unwrap()
+            .with_model::<Architecture>(GREY_28)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model.prior") && err.contains("components"),
+            "{err}"
+        );
+        let o = overrides(&["model.prior.kind=mixture", "model.prior.components=0"]);
+        let err = Settings::for_dataset("fashion-mnist", &o)
+            .unwrap()
+            .with_model::<Architecture>(GREY_28)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("model.prior.components"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         let err = Settings::for_dataset("mnist", &overrides(&["training.epohcs=3"])).unwrap_err();
         let msg = err.to_string();

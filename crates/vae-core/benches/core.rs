@@ -12,7 +12,9 @@ use std::hint::black_box;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use vae_core::{Bernoulli, DiagonalGaussian, Elbo, Gaussian, KlEstimator, log_mean_exp};
+use vae_core::{
+    Bernoulli, DiagonalGaussian, Elbo, Gaussian, KlEstimator, StandardNormal, log_mean_exp,
+};
 
 type B = Flex;
 type Ad = Autodiff<Flex>;
@@ -32,14 +34,28 @@ fn bench(c: &mut Criterion) {
     group.bench_function("bernoulli_elbo_forward", |b| {
         b.iter(|| {
             let likelihood = Bernoulli::from_logits(logits.clone());
-            let elbo = Elbo::estimate(x.clone(), &q, z.clone(), &likelihood, KlEstimator::Analytic);
+            let elbo = Elbo::estimate(
+                x.clone(),
+                &q,
+                z.clone(),
+                &likelihood,
+                &StandardNormal::new(q.latent_dim()),
+                KlEstimator::Analytic,
+            );
             black_box(elbo.loss().into_scalar())
         })
     });
     group.bench_function("gaussian_elbo_forward", |b| {
         b.iter(|| {
             let likelihood = Gaussian::fixed(logits.clone(), 0.1);
-            let elbo = Elbo::estimate(x.clone(), &q, z.clone(), &likelihood, KlEstimator::Analytic);
+            let elbo = Elbo::estimate(
+                x.clone(),
+                &q,
+                z.clone(),
+                &likelihood,
+                &StandardNormal::new(q.latent_dim()),
+                KlEstimator::Analytic,
+            );
             black_box(elbo.loss().into_scalar())
         })
     });
@@ -56,6 +72,7 @@ fn bench(c: &mut Criterion) {
                 &q,
                 z,
                 &Bernoulli::from_logits(logits),
+                &StandardNormal::new(q.latent_dim()),
                 KlEstimator::Analytic,
             );
             black_box(elbo.loss().backward())

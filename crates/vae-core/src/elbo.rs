@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::diagonal_gaussian::DiagonalGaussian;
 use crate::kl::KlEstimator;
 use crate::observation::ObservationModel;
+use crate::prior::Prior;
 use crate::units::{bits_per_dim, bits_per_dim_8bit};
 
 /// The evidence lower bound of a batch, per example, with its two terms named:
@@ -60,8 +61,8 @@ impl<B: Backend> Elbo<B> {
     }
 
     /// Estimates the ELBO of data `x` (`[N, D]`) from the posterior, latent samples
-    /// `z` ~ q (`[S, N, L]`) and the decoder's distribution p(x|z) at those samples
-    /// (`[S, N, D]`):
+    /// `z` ~ q (`[S, N, L]`), the decoder's distribution p(x|z) at those samples
+    /// (`[S, N, D]`) and the prior:
     ///
     /// `log_likelihood = mean_s log p(x|z_s)`, `kl` by `kl_estimator` (the analytic KL ignores
     /// `z`; the Monte-Carlo KL uses the same samples).
@@ -70,10 +71,11 @@ impl<B: Backend> Elbo<B> {
         posterior: &DiagonalGaussian<B>,
         z: Tensor<B, 3>,
         likelihood: &impl ObservationModel<B>,
+        prior: &impl Prior<B>,
         kl_estimator: KlEstimator,
     ) -> Self {
         let log_likelihood = likelihood.log_prob(x).mean_dim(0).squeeze_dim::<1>(0);
-        let (kl, kl_per_dim) = kl_estimator.estimate(posterior, z);
+        let (kl, kl_per_dim) = kl_estimator.estimate(posterior, prior, z);
         Self {
             kl_per_dim,
             ..Self::new(log_likelihood, kl)

@@ -3,25 +3,32 @@
 use burn::config::Config;
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::diagonal_gaussian::{DiagonalGaussian, standard_normal_log_prob};
+use crate::diagonal_gaussian::DiagonalGaussian;
 use crate::observation::ObservationModel;
+use crate::prior::Prior;
 
-/// log Σ_s exp(a_s) over dimension 0 of `[S, N]`, shape `[N]`, without overflow: the maximum is
-/// subtracted first (its gradient cancels, so it is detached).
+/// log Σ exp(a) along `dim`, keeping that dimension (size 1), in the units of `a`, without
+/// overflow: the maximum is subtracted first (its gradient cancels, so it is detached).
 ///
-/// A column that is all −∞ (every weight zero) gives −∞, as log 0 should, with a zero
+/// A slice that is all −∞ (every weight zero) gives −∞, as log 0 should, with a zero
 /// gradient: its maximum −∞ is replaced by 0 before the shift (−∞ − (−∞) is NaN), and its
 /// empty sum by 1 before the log, so neither log 0 nor its infinite derivative times the zero
 /// derivative of exp(−∞) (NaN) enters the graph; the −∞ is written back afterwards.
-fn log_sum_exp<B: Backend>(a: Tensor<B, 2>) -> Tensor<B, 1> {
-    let max = a.clone().max_dim(0).detach();
+pub(crate) fn log_sum_exp_dim<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    dim: usize,
+) -> Tensor<B, D> {
+    let max = a.clone().max_dim(dim).detach();
     let all_neg_infinite = max.clone().equal_elem(f64::NEG_INFINITY);
     let shift = max.mask_fill(all_neg_infinite.clone(), 0.0);
-    let sum = (a - shift.clone()).exp().sum_dim(0);
+    let sum = (a - shift.clone()).exp().sum_dim(dim);
     let log_sum = sum.mask_fill(all_neg_infinite.clone(), 1.0).log() + shift;
-    log_sum
-        .mask_fill(all_neg_infinite, f64::NEG_INFINITY)
-        .squeeze_dim::<1>(0)
+    log_sum.mask_fill(all_neg_infinite, f64::NEG_INFINITY)
+}
+
+/// log Σ_s exp(a_s) over dimension 0 of `[S, N]`, shape `[N]` (see [`log_sum_exp_dim`]).
+fn log_sum_exp<B: Backend>(a: Tensor<B, 2>) -> Tensor<B, 1> {
+    log_sum_exp_dim(a, 0).squeeze_dim::<1>(0)
 }
 
 /// log (1/S) Σ_s exp(a_s) over dimension 0 of `[S, N]`, shape `[N]`, in the units of `a`
@@ -34,7 +41,7 @@ pub fn log_mean_exp<B: Backend>(a: Tensor<B, 2>) -> Tensor<B, 1> {
 
 /// Log importance weights log w_s = log p(x|z_s) + log p(z_s) − log q(z_s|x), shape `[S, N]`,
 /// nats, for samples `z` (`[S, N, L]`) drawn from `posterior` and the decoder's distribution
-/// `likelihood` at those samples (`[S, N, D]`). The prior is N(0, I).
+/// `likelihood` at those samples (`[S, N, D]`), under `prior`.
 ///
 /// E_q[w] = p(x), so log w is an unbiased-in-w, downward-biased-in-log estimate of log p(x).
 pub fn log_importance_weights<B: Backend>(
@@ -42,8 +49,9 @@ pub fn log_importance_weights<B: Backend>(
     posterior: &DiagonalGaussian<B>,
     z: Tensor<B, 3>,
     likelihood: &impl ObservationModel<B>,
+    prior: &impl Prior<B>,
 ) -> Tensor<B, 2> {
-    likelihood.log_prob(x) + standard_normal_log_prob(z.clone()) - posterior.log_prob(z)
+    likelihood.log_prob(x) + prior.log_prob(z.clone()) - posterior.log_prob(z)
 }
 
 /// The importance-weighted bound of Burda et al. (2016) with K = S samples, per example, shape
@@ -56,8 +64,9 @@ pub fn iwae_bound<B: Backend>(
     posterior: &DiagonalGaussian<B>,
     z: Tensor<B, 3>,
     likelihood: &impl ObservationModel<B>,
+    prior: &impl Prior<B>,
 ) -> Tensor<B, 1> {
-    log_mean_exp(log_importance_weights(x, posterior, z, likelihood))
+    log_mean_exp(log_importance_weights(x, posterior, z, likelihood, prior))
 }
 
 /// The importance-sampled estimate of log p(x) with q(z|x) as proposal (Rezende et al. 2014;
@@ -92,6 +101,7 @@ impl ImportanceSampling {
         &self,
         x: Tensor<B, 2>,
         posterior: &DiagonalGaussian<B>,
+        prior: &impl Prior<B>,
         mut decode: F,
     ) -> Tensor<B, 1>
     where
@@ -110,7 +120,7 @@ impl ImportanceSampling {
             let take = chunk.min(self.num_samples - done);
             let z = posterior.rsample(take);
             let likelihood = decode(z.clone());
-            let log_w = log_importance_weights(x.clone(), posterior, z, &likelihood);
+            let log_w = log_importance_weights(x.clone(), posterior, z, &likelihood, prior);
             per_chunk.push(log_sum_exp(log_w).unsqueeze_dim::<2>(0));
             done += take;
         }

@@ -3,13 +3,16 @@
 use burn::config::Config;
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::diagonal_gaussian::{DiagonalGaussian, standard_normal_log_prob};
+use crate::diagonal_gaussian::DiagonalGaussian;
+use crate::prior::Prior;
 
-/// Estimator of KL(q(z|x) ‖ p(z)) for a diagonal-Gaussian posterior and a standard-normal prior.
+/// Estimator of KL(q(z|x) ‖ p(z)) for a diagonal-Gaussian posterior and any [`Prior`].
 #[derive(Config, Debug, PartialEq, Eq, Copy)]
 pub enum KlEstimator {
-    /// The closed form Σ_l ½ (μ_l² + σ_l² − 1 − ln σ_l²): exact, zero variance, ≥ 0 per
-    /// example and per latent dimension. The default.
+    /// The closed form where the prior has one ([`Prior::analytic_kl_per_dim`]; for the
+    /// standard normal Σ_l ½ (μ_l² + σ_l² − 1 − ln σ_l²)): exact, zero variance, ≥ 0 per
+    /// example and per latent dimension. The default. With a prior that has no closed form (a
+    /// mixture) it is the Monte-Carlo estimate below.
     ///
     /// Evaluated as Σ_l ½ (μ_l² + φ(ln σ_l²)) with φ(v) = e^v − 1 − v summed from its Taylor
     /// series near 0 ([`DiagonalGaussian::kl_standard_normal_per_dim`]): non-negative by
@@ -31,23 +34,25 @@ impl Default for KlEstimator {
 }
 
 impl KlEstimator {
-    /// Per-example KL estimate, shape `[N]`, nats, and (analytic only) its split over latent
-    /// dimensions `[N, L]`. `z` are samples from `posterior`, shape `[S, N, L]`.
+    /// Per-example estimate of KL(q ‖ p), shape `[N]`, nats, and (closed form only) its split
+    /// over latent dimensions `[N, L]`. `z` are samples from `posterior`, shape `[S, N, L]`.
     pub fn estimate<B: Backend>(
         self,
         posterior: &DiagonalGaussian<B>,
+        prior: &impl Prior<B>,
         z: Tensor<B, 3>,
     ) -> (Tensor<B, 1>, Option<Tensor<B, 2>>) {
-        match self {
-            Self::Analytic => {
-                let per_dim = posterior.kl_standard_normal_per_dim();
-                (
-                    per_dim.clone().sum_dim(1).squeeze_dim::<1>(1),
-                    Some(per_dim),
-                )
-            }
-            Self::MonteCarlo => {
-                let log_ratio = posterior.log_prob(z.clone()) - standard_normal_log_prob(z);
+        let analytic = match self {
+            Self::Analytic => prior.analytic_kl_per_dim(posterior),
+            Self::MonteCarlo => None,
+        };
+        match analytic {
+            Some(per_dim) => (
+                per_dim.clone().sum_dim(1).squeeze_dim::<1>(1),
+                Some(per_dim),
+            ),
+            None => {
+                let log_ratio = posterior.log_prob(z.clone()) - prior.log_prob(z);
                 (log_ratio.mean_dim(0).squeeze_dim::<1>(0), None)
             }
         }

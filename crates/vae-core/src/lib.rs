@@ -1,12 +1,15 @@
 //! # vae-core — the mathematics of variational autoencoders, on burn tensors
 //!
 //! Backend-generic (`B: Backend`), no I/O, no training machinery: the distributions a VAE is made
-//! of, the KL divergence, the evidence lower bound (ELBO) with its terms named, the β / warm-up /
-//! free-bits training objective, the IWAE bound and an importance-sampled estimate of log p(x).
+//! of (posterior, priors, observation models), the KL divergence, the evidence lower bound
+//! (ELBO) with its terms named, the β / warm-up / free-bits training objective, the
+//! importance-weighted bounds (IWAE, MIWAE, CIWAE, PIWAE), the β-TC-VAE decomposition of the KL
+//! term and an importance-sampled estimate of log p(x).
 //!
 //! ## The contract
 //!
-//! For a data point x, an encoder q(z|x), a prior p(z) = N(0, I) and a decoder p(x|z):
+//! For a data point x, an encoder q(z|x), a prior p(z) ([`Prior`]: N(0, I) by default, or a
+//! mixture) and a decoder p(x|z):
 //!
 //! ```text
 //! ELBO(x) = E_q[log p(x|z)] − KL(q(z|x) ‖ p(z))  ≤  log p(x)
@@ -56,11 +59,15 @@ mod continuous_bernoulli;
 mod diagonal_gaussian;
 mod elbo;
 mod gaussian;
+mod gaussian_mixture;
 mod importance;
+mod importance_bounds;
 mod kl;
 mod objective;
 mod observation;
+mod prior;
 mod shape;
+mod total_correlation;
 mod units;
 
 pub use bernoulli::Bernoulli;
@@ -68,9 +75,13 @@ pub use continuous_bernoulli::ContinuousBernoulli;
 pub use diagonal_gaussian::{DiagonalGaussian, standard_normal_log_prob};
 pub use elbo::{Elbo, ElboSummary};
 pub use gaussian::Gaussian;
+pub use gaussian_mixture::GaussianMixture;
 pub use importance::{ImportanceSampling, iwae_bound, log_importance_weights, log_mean_exp};
+pub use importance_bounds::{ImportanceBound, ciwae_bound, miwae_bound, piwae_loss};
 pub use kl::KlEstimator;
 pub use objective::{ElboObjective, ObjectiveError};
 pub use observation::ObservationModel;
+pub use prior::{Prior, StandardNormal};
 pub use shape::ImageShape;
+pub use total_correlation::{AggregatePosterior, BetaTcObjective, KlDecomposition};
 pub use units::{LN_2PI, bits_per_dim, bits_per_dim_8bit};

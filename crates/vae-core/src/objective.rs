@@ -58,6 +58,23 @@ pub enum ObjectiveError {
     /// Free bits is negative or not finite.
     #[error("free_bits_nats must be a finite number ≥ 0, got {0}")]
     FreeBits(f64),
+    /// A number of importance samples (or groups of them) that is 0.
+    #[error("{key} must be ≥ 1")]
+    Samples {
+        /// The key at fault.
+        key: &'static str,
+    },
+    /// CIWAE's β outside [0, 1].
+    #[error("the CIWAE beta must be in [0, 1], got {0}")]
+    CiwaeBeta(f64),
+    /// A β-TC-VAE weight that is negative or not finite.
+    #[error("{key} must be a finite number ≥ 0, got {value}")]
+    TcWeight {
+        /// The key at fault (`alpha`, `beta` or `gamma`).
+        key: &'static str,
+        /// The value given.
+        value: f64,
+    },
     /// The warm-up does not fit in a cycle.
     #[error("warmup_steps ({warmup}) must not exceed cycle_steps ({cycle}) when cycling")]
     WarmupLongerThanCycle {

@@ -9,7 +9,9 @@ use burn::module::{Module, Param};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::{Tensor, backend::Backend};
 use common::{Rng, tensor, to_vec};
-use vae_core::{Bernoulli, DiagonalGaussian, Elbo, ElboObjective, KlEstimator, ObservationModel};
+use vae_core::{
+    Bernoulli, DiagonalGaussian, Elbo, ElboObjective, KlEstimator, ObservationModel, StandardNormal,
+};
 
 type Ad = Autodiff<NdArray<f64>>;
 
@@ -53,7 +55,14 @@ impl<B: Backend> Toy<B> {
         let z = q.reparameterize(eps);
         let logits = z.clone().reshape([S * N, L]).matmul(self.weight.val()) + self.bias.val();
         let likelihood = Bernoulli::from_logits(logits.reshape([S, N, D]));
-        Elbo::estimate(x, &q, z, &likelihood, KlEstimator::Analytic)
+        Elbo::estimate(
+            x,
+            &q,
+            z,
+            &likelihood,
+            &StandardNormal::new(q.latent_dim()),
+            KlEstimator::Analytic,
+        )
     }
 }
 

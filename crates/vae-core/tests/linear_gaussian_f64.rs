@@ -12,7 +12,10 @@ use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
 use common::{Rng, device_at_precision, tensor, to_vec};
 use linear_gaussian::*;
-use vae_core::{Elbo, ImportanceSampling, KlEstimator, ObservationModel, standard_normal_log_prob};
+use vae_core::{
+    Elbo, ImportanceSampling, KlEstimator, ObservationModel, StandardNormal,
+    standard_normal_log_prob,
+};
 
 #[test]
 fn elbo_plus_posterior_kl_is_log_px() {
@@ -72,6 +75,7 @@ fn importance_sampled_log_px_converges_to_log_px() {
         &q,
         z.clone(),
         &model.decode(z),
+        &StandardNormal::new(L),
     ));
     let mut worst_variance: f64 = 0.0;
     for (n, log_px) in truth.iter().enumerate() {
@@ -92,7 +96,12 @@ fn importance_sampled_log_px_converges_to_log_px() {
         let reps = 8;
         let mut total = 0.0;
         for _ in 0..reps {
-            let estimate = to_vec(sampler.log_px(case.data(&device), &q, |z| model.decode(z)));
+            let estimate = to_vec(sampler.log_px(
+                case.data(&device),
+                &q,
+                &StandardNormal::new(L),
+                |z| model.decode(z),
+            ));
             total += estimate
                 .iter()
                 .zip(&truth)
@@ -132,6 +141,7 @@ fn iwae_bound_rises_with_k_towards_log_px() {
             &q,
             z.clone(),
             &model.decode(z),
+            &StandardNormal::new(L),
             KlEstimator::Analytic,
         );
         to_vec(elbo.elbo()).iter().sum::<f64>() / 4.0
@@ -145,8 +155,13 @@ fn iwae_bound_rises_with_k_towards_log_px() {
             .map(|_| {
                 let eps = tensor::<Bk, 3>(rng.normals(k * 4 * L), [k, 4, L], &device);
                 let z = q.reparameterize(eps);
-                let bound =
-                    vae_core::iwae_bound(case.data(&device), &q, z.clone(), &model.decode(z));
+                let bound = vae_core::iwae_bound(
+                    case.data(&device),
+                    &q,
+                    z.clone(),
+                    &model.decode(z),
+                    &StandardNormal::new(L),
+                );
                 to_vec(bound).iter().sum::<f64>() / 4.0
             })
             .collect();

@@ -14,6 +14,7 @@ use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::likelihood::{DecodedLikelihood, Likelihood, LikelihoodHead};
 use crate::mlp::split_posterior;
+use crate::prior::PriorConfig;
 use crate::vae::Vae;
 
 const LEAKY_SLOPE: f64 = 0.01;
@@ -323,6 +324,9 @@ pub struct ConvVaeConfig {
     /// The decoder's observation model.
     #[config(default = "Likelihood::Bernoulli")]
     pub likelihood: Likelihood,
+    /// The prior p(z); absent (`None`) is the standard normal N(0, I), which is also what
+    /// configurations written before priors were configurable mean.
+    pub prior: Option<PriorConfig>,
 }
 
 impl ConvVaeConfig {
@@ -346,6 +350,7 @@ impl ConvVaeConfig {
 
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), ArchitectureError> {
+        self.prior.unwrap_or_default().validate()?;
         self.decoder().validate()
     }
 
@@ -354,10 +359,16 @@ impl ConvVaeConfig {
         &self,
         device: &B::Device,
     ) -> Result<Vae<B, ConvEncoder<B>, ConvDecoder<B>>, ArchitectureError> {
+        self.prior.unwrap_or_default().validate()?;
+        let prior =
+            self.prior
+                .unwrap_or_default()
+                .init(self.latent_dim, self.image.num_values(), device);
         Ok(Vae::new(
             self.encoder().try_init(device)?,
             self.decoder().try_init(device)?,
-        ))
+        )
+        .with_prior(prior))
     }
 
     /// Builds the VAE (burn's `init` convention).

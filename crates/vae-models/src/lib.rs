@@ -2,7 +2,9 @@
 //!
 //! A VAE is an [`Encoder`] (data → the posterior q(z|x), a
 //! [`DiagonalGaussian`](vae_core::DiagonalGaussian)) and a [`Decoder`] (latent samples → an
-//! observation model p(x|z) from vae-core), joined by the generic [`Vae`]. Anything that
+//! observation model p(x|z) from vae-core), joined by the generic [`Vae`] with a prior p(z):
+//! N(0, I), or a [`LearnedPrior`] (a mixture of Gaussians, or the VampPrior) chosen by
+//! [`PriorConfig`]. Anything that
 //! implements the two traits plugs in: the MLP ([`MlpEncoder`], [`MlpDecoder`]) and
 //! convolutional ([`ConvEncoder`], [`ConvDecoder`]) architectures here, or your own modules.
 //!
@@ -33,6 +35,7 @@ mod encoder;
 mod likelihood;
 mod mlp;
 pub mod persist;
+mod prior;
 mod vae;
 
 pub use activation::Activation;
@@ -43,4 +46,5 @@ pub use encoder::{Encoder, TrainableEncoder};
 pub use likelihood::{DecodedLikelihood, GaussianScale, Likelihood, LikelihoodHead};
 pub use mlp::{MlpDecoder, MlpDecoderConfig, MlpEncoder, MlpEncoderConfig, MlpVaeConfig};
 pub use persist::PersistError;
+pub use prior::{LearnedPrior, MixturePrior, PriorConfig, PriorDistribution, VampPrior};
 pub use vae::{Vae, VaeOutput};

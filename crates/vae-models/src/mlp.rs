@@ -11,6 +11,7 @@ use crate::architecture::ArchitectureError;
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::likelihood::{DecodedLikelihood, Likelihood, LikelihoodHead};
+use crate::prior::PriorConfig;
 use crate::vae::Vae;
 
 /// An MLP encoder: `input_dim → hidden[0] → … → hidden[k−1] → (μ, ln σ²) ∈ ℝ^latent_dim`.
@@ -159,6 +160,9 @@ pub struct MlpVaeConfig {
     /// The decoder's observation model.
     #[config(default = "Likelihood::Bernoulli")]
     pub likelihood: Likelihood,
+    /// The prior p(z); absent (`None`) is the standard normal N(0, I), which is also what
+    /// configurations written before priors were configurable mean.
+    pub prior: Option<PriorConfig>,
 }
 
 impl MlpVaeConfig {
@@ -199,6 +203,7 @@ impl MlpVaeConfig {
         if self.latent_dim == 0 {
             return Err(ArchitectureError::LatentDim);
         }
+        self.prior.unwrap_or_default().validate()?;
         self.likelihood.validate()
     }
 
@@ -208,10 +213,11 @@ impl MlpVaeConfig {
         device: &B::Device,
     ) -> Result<Vae<B, MlpEncoder<B>, MlpDecoder<B>>, ArchitectureError> {
         self.validate()?;
-        Ok(Vae::new(
-            self.encoder().init(device),
-            self.decoder().init(device),
-        ))
+        let prior = self
+            .prior
+            .unwrap_or_default()
+            .init(self.latent_dim, self.input_dim, device);
+        Ok(Vae::new(self.encoder().init(device), self.decoder().init(device)).with_prior(prior))
     }
 
     /// Builds the VAE (burn's `init` convention).

@@ -3,16 +3,19 @@
 use std::marker::PhantomData;
 
 use burn::module::Module;
-use burn::tensor::{Distribution, Tensor, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 use vae_core::{
-    DiagonalGaussian, Elbo, ImportanceSampling, KlEstimator, ObservationModel, iwae_bound,
+    DiagonalGaussian, Elbo, ImportanceSampling, KlEstimator, ObservationModel, Prior,
+    StandardNormal, iwae_bound,
 };
 
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
+use crate::prior::{LearnedPrior, PriorDistribution};
 
-/// A variational autoencoder: any [`Encoder`] with any [`Decoder`], a standard-normal prior
-/// p(z) = N(0, I), and the ELBO / IWAE / log p(x) machinery of vae-core.
+/// A variational autoencoder: any [`Encoder`] with any [`Decoder`], a prior p(z) (N(0, I)
+/// unless a [`LearnedPrior`] is set: a mixture of Gaussians or a VampPrior), and the ELBO /
+/// IWAE / log p(x) machinery of vae-core, which uses that prior everywhere.
 ///
 /// Data is `[N, D]` (flattened, values in [0, 1]); every per-example result is `[N]` in nats.
 #[derive(Module, Debug)]
@@ -21,6 +24,9 @@ pub struct Vae<B: Backend, E: Module<B>, D: Module<B>> {
     pub encoder: E,
     /// p(x|z).
     pub decoder: D,
+    /// p(z)'s parameters; `None` is N(0, I) (and what the weights of runs from before learned
+    /// priors existed load as).
+    pub prior: Option<LearnedPrior<B>>,
     backend: PhantomData<B>,
 }
 
@@ -43,8 +49,14 @@ impl<B: Backend, E: Encoder<B>, D: Decoder<B>> Vae<B, E, D> {
         Self {
             encoder,
             decoder,
+            prior: None,
             backend: PhantomData,
         }
+    }
+
+    /// The same VAE with the prior `prior` (`None`: N(0, I)).
+    pub fn with_prior(self, prior: Option<LearnedPrior<B>>) -> Self {
+        Self { prior, ..self }
     }
 
     /// The latent size L.
@@ -55,6 +67,14 @@ impl<B: Backend, E: Encoder<B>, D: Decoder<B>> Vae<B, E, D> {
     /// The data size D.
     pub fn data_dim(&self) -> usize {
         self.decoder.data_dim()
+    }
+
+    /// p(z) for one forward pass (a VampPrior encodes its pseudo-inputs here).
+    pub fn prior(&self) -> PriorDistribution<B> {
+        match &self.prior {
+            None => PriorDistribution::StandardNormal(StandardNormal::new(self.latent_dim())),
+            Some(learned) => PriorDistribution::Mixture(learned.distribution(&self.encoder)),
+        }
     }
 
     /// q(z|x) for `x` of shape `[N, D]`.
@@ -78,7 +98,7 @@ impl<B: Backend, E: Encoder<B>, D: Decoder<B>> Vae<B, E, D> {
         let posterior = self.encode(x.clone());
         let z = posterior.rsample(samples);
         let likelihood = self.decode(z.clone());
-        let elbo = Elbo::estimate(x, &posterior, z.clone(), &likelihood, kl);
+        let elbo = Elbo::estimate(x, &posterior, z.clone(), &likelihood, &self.prior(), kl);
         VaeOutput {
             elbo,
             posterior,
@@ -98,13 +118,13 @@ impl<B: Backend, E: Encoder<B>, D: Decoder<B>> Vae<B, E, D> {
         let posterior = self.encode(x.clone());
         let z = posterior.rsample(samples);
         let likelihood = self.decode(z.clone());
-        iwae_bound(x, &posterior, z, &likelihood)
+        iwae_bound(x, &posterior, z, &likelihood, &self.prior())
     }
 
     /// The importance-sampled estimate of log p(x) per example, shape `[N]`, nats.
     pub fn log_px(&self, x: Tensor<B, 2>, sampling: &ImportanceSampling) -> Tensor<B, 1> {
         let posterior = self.encode(x.clone());
-        sampling.log_px(x, &posterior, |z| self.decode(z))
+        sampling.log_px(x, &posterior, &self.prior(), |z| self.decode(z))
     }
 
     /// Reconstructions E[x | z = μ(x)], the decoder's mean at the posterior mean, `[N, D]`.
@@ -113,13 +133,9 @@ impl<B: Backend, E: Encoder<B>, D: Decoder<B>> Vae<B, E, D> {
         self.decode(mean).mean().squeeze_dim::<2>(0)
     }
 
-    /// `n` samples from the model, shown as decoder means E[x|z] at z ~ N(0, I), `[n, D]`.
+    /// `n` samples from the model, shown as decoder means E[x|z] at z ~ p(z), `[n, D]`.
     pub fn sample(&self, n: usize, device: &B::Device) -> Tensor<B, 2> {
-        let z = Tensor::random(
-            [1, n, self.latent_dim()],
-            Distribution::Normal(0.0, 1.0),
-            device,
-        );
+        let z = self.prior().sample(1, n, device);
         self.decode_mean(z)
     }
 

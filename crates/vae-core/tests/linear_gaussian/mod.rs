@@ -17,7 +17,7 @@
 #![allow(dead_code)]
 
 use burn::tensor::{Tensor, backend::Backend};
-use vae_core::{DiagonalGaussian, Elbo, Gaussian, KlEstimator};
+use vae_core::{DiagonalGaussian, Elbo, Gaussian, KlEstimator, StandardNormal};
 
 use crate::common::dense::{self, Mat};
 use crate::common::{Rng, device_at_precision, named_dtype, tensor, to_vec};
@@ -219,6 +219,7 @@ pub fn identity_errors<Bk: Backend>(model: &Model, case: &Case) -> (f64, f64) {
         &q,
         z,
         &likelihood,
+        &StandardNormal::new(q.latent_dim()),
         KlEstimator::Analytic,
     );
     let elbo = elbo.elbo();

@@ -150,7 +150,15 @@ fn first_step<B: burn::tensor::backend::AutodiffBackend>(
     let posterior = model.encode(x.clone());
     let z = posterior.reparameterize(eps);
     let likelihood = model.decode(z.clone());
-    let loss = Elbo::estimate(x.clone(), &posterior, z, &likelihood, KlEstimator::Analytic).loss();
+    let loss = Elbo::estimate(
+        x.clone(),
+        &posterior,
+        z,
+        &likelihood,
+        &vae_core::StandardNormal::new(posterior.latent_dim()),
+        KlEstimator::Analytic,
+    )
+    .loss();
     let grads = loss.backward();
     let gradient = x.grad(&grads).expect("x requires grad");
     (

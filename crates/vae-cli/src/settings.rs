@@ -435,6 +435,36 @@ mod tests {
     }
 
     #[test]
+    fn the_training_objective_is_chosen_with_set() {
+        let o = overrides(&[
+            "training.importance_bound.kind=miwae",
+            "training.importance_bound.outer=2",
+            "training.importance_bound.inner=4",
+        ]);
+        let c = Settings::for_dataset("fashion-mnist", &o).unwrap();
+        assert_eq!(
+            c.training.importance_bound,
+            Some(vae_core::ImportanceBound::Miwae { outer: 2, inner: 4 })
+        );
+        let o = overrides(&["training.total_correlation.beta=6"]);
+        let c = Settings::for_dataset("fashion-mnist", &o).unwrap();
+        assert_eq!(
+            c.training.total_correlation,
+            Some(vae_core::BetaTcObjective::new(6.0))
+        );
+        // Both at once is refused, naming the key.
+        let o = overrides(&[
+            "training.total_correlation.beta=6",
+            "training.importance_bound.kind=iwae",
+            "training.importance_bound.samples=5",
+        ]);
+        let err = Settings::for_dataset("fashion-mnist", &o)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("training.total_correlation"), "{err}");
+    }
+
+    #[test]
     fn the_prior_is_chosen_with_set() {
         let o = overrides(&["model.prior.kind=vamp", "model.prior.pseudo_inputs=50"]);
         let c = Settings::for_dataset("fashion-mnist", &o)

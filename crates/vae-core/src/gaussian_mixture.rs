@@ -65,6 +65,15 @@ impl<B: Backend> GaussianMixture<B> {
         Self::new(components.mean(), components.log_var(), logits)
     }
 
+    /// The same mixture with gradients stopped at its parameters.
+    pub fn detach(&self) -> Self {
+        Self {
+            means: self.means.clone().detach(),
+            log_vars: self.log_vars.clone().detach(),
+            log_weights: self.log_weights.clone().detach(),
+        }
+    }
+
     /// K, the number of components.
     pub fn components(&self) -> usize {
         self.means.dims()[0]

@@ -135,6 +135,17 @@ pub enum PriorDistribution<B: Backend> {
     Mixture(GaussianMixture<B>),
 }
 
+impl<B: Backend> PriorDistribution<B> {
+    /// The same prior with gradients stopped at its parameters (gradients still flow through
+    /// the z it is evaluated at).
+    pub fn detach(&self) -> Self {
+        match self {
+            Self::StandardNormal(p) => Self::StandardNormal(*p),
+            Self::Mixture(p) => Self::Mixture(p.detach()),
+        }
+    }
+}
+
 impl<B: Backend> Prior<B> for PriorDistribution<B> {
     fn latent_dim(&self) -> usize {
         match self {

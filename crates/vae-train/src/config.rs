@@ -1,7 +1,7 @@
 //! Training settings.
 
 use serde::{Deserialize, Serialize};
-use vae_core::{ElboObjective, KlEstimator};
+use vae_core::{BetaTcObjective, ElboObjective, ImportanceBound, KlEstimator};
 
 use crate::error::TrainError;
 use crate::optimizer::OptimizerConfig;
@@ -55,6 +55,16 @@ pub struct TrainingConfig {
     /// β, KL warm-up and free bits (defaults: the plain ELBO).
     #[serde(default)]
     pub objective: ElboObjective,
+    /// Train on an importance-weighted bound instead of the ELBO (IWAE, MIWAE, CIWAE, PIWAE),
+    /// e.g. `{ kind = "iwae", samples = 5 }`; it draws its own samples (`latent_samples` must
+    /// stay 1) and excludes β / warm-up / free bits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub importance_bound: Option<ImportanceBound>,
+    /// Train the β-TC-VAE objective (Chen et al. 2018), e.g. `{ beta = 6 }`: the KL term
+    /// split into mutual information, total correlation and dimension-wise KL, weighted α, β,
+    /// γ; needs the standard-normal prior and excludes the other objectives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_correlation: Option<BetaTcObjective>,
     /// Stop when the validation −ELBO has not improved for this many epochs (0 = never).
     #[serde(default)]
     pub early_stopping_patience: usize,
@@ -89,6 +99,8 @@ impl Default for TrainingConfig {
             latent_samples: 1,
             kl_estimator: KlEstimator::Analytic,
             objective: ElboObjective::default(),
+            importance_bound: None,
+            total_correlation: None,
             early_stopping_patience: 0,
             num_workers: 0,
             metrics_every_steps: default_metrics_every_steps(),
@@ -149,6 +161,126 @@ impl TrainingConfig {
         }
         self.optimizer.validate()?;
         self.objective.validate()?;
+        let alternative = match (&self.importance_bound, &self.total_correlation) {
+            (Some(_), Some(_)) => {
+                return Err(TrainError::setting(
+                    "training.total_correlation",
+                    "set",
+                    "cannot be combined with training.importance_bound: train one objective",
+                ));
+            }
+            (Some(bound), None) => {
+                bound.validate().map_err(|e| {
+                    TrainError::setting(
+                        "training.importance_bound",
+                        format!("{bound:?}"),
+                        e.to_string(),
+                    )
+                })?;
+                if self.latent_samples != 1 {
+                    return Err(TrainError::setting(
+                        "training.latent_samples",
+                        self.latent_samples,
+                        "must be 1 with training.importance_bound (the bound draws its own samples)",
+                    ));
+                }
+                "training.importance_bound"
+            }
+            (None, Some(tc)) => {
+                tc.validate().map_err(|e| {
+                    TrainError::setting(
+                        "training.total_correlation",
+                        format!("{tc:?}"),
+                        e.to_string(),
+                    )
+                })?;
+                "training.total_correlation"
+            }
+            (None, None) => return Ok(()),
+        };
+        if self.objective != ElboObjective::default() {
+            return Err(TrainError::setting(
+                "training.objective",
+                format!("{:?}", self.objective),
+                format!(
+                    "must be the plain ELBO's (β = 1, no warm-up, no free bits) with {alternative}"
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// Latent samples per example a training step draws.
+    pub fn samples_per_step(&self) -> usize {
+        self.importance_bound
+            .map_or(self.latent_samples, |bound| bound.samples())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vae_core::{BetaTcObjective, ElboObjective, ImportanceBound};
+
+    use super::*;
+
+    fn error(config: TrainingConfig) -> String {
+        config.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn alternative_objectives_are_checked_and_exclusive() {
+        let iwae = TrainingConfig {
+            importance_bound: Some(ImportanceBound::Iwae { samples: 5 }),
+            ..TrainingConfig::default()
+        };
+        iwae.validate().unwrap();
+        assert_eq!(iwae.samples_per_step(), 5);
+        let tc = TrainingConfig {
+            total_correlation: Some(BetaTcObjective::new(6.0)),
+            ..TrainingConfig::default()
+        };
+        tc.validate().unwrap();
+
+        let both = TrainingConfig {
+            total_correlation: Some(BetaTcObjective::new(6.0)),
+            ..iwae.clone()
+        };
+        assert!(error(both).contains("training.total_correlation"));
+        let with_beta = TrainingConfig {
+            objective: ElboObjective::new().with_beta(4.0),
+            ..iwae.clone()
+        };
+        assert!(error(with_beta).contains("training.objective"));
+        let with_samples = TrainingConfig {
+            latent_samples: 3,
+            ..iwae
+        };
+        assert!(error(with_samples).contains("training.latent_samples"));
+        let zero = TrainingConfig {
+            importance_bound: Some(ImportanceBound::Miwae { outer: 0, inner: 2 }),
+            ..TrainingConfig::default()
+        };
+        let message = error(zero);
+        assert!(
+            message.contains("training.importance_bound") && message.contains("outer"),
+            "{message}"
+        );
+        let negative = TrainingConfig {
+            total_correlation: Some(BetaTcObjective::new(-1.0)),
+            ..TrainingConfig::default()
+        };
+        assert!(error(negative).contains("beta"));
+
+        let parsed: TrainingConfig = toml::from_str(
+            "epochs = 1\nbatch_size = 8\nlearning_rate = 0.001\nseed = 1\nimportance_bound = { kind = \"ciwae\", samples = 5, beta = 0.5 }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            parsed.importance_bound,
+            Some(ImportanceBound::Ciwae {
+                samples: 5,
+                beta: 0.5
+            })
+        );
     }
 }

@@ -67,5 +67,5 @@ pub use run::{
 pub use run_dir::{RESUMABLE_KEYS, RunConfig, RunDir, RunInfo, RunLock};
 pub use schedule::Scheduler;
 pub use spec::{ModelSpec, ModelVisitor};
-pub use step::{Accumulate, ElboSums, ElboTerms, TrainableVae};
+pub use step::{Accumulate, ElboSums, ElboTerms, StepObjective, TrainableVae};
 pub use trainer::{TrainResult, TrainedVae, Trainer};

@@ -18,7 +18,7 @@ use burn::train::{
     Interrupter, Learner, MetricEarlyStoppingStrategy, StoppingCondition, SupervisedTraining,
     TrainingStrategy,
 };
-use vae_core::{ElboObjective, KlEstimator};
+use vae_core::{BetaTcObjective, ElboObjective, ImportanceBound, KlEstimator};
 use vae_data::{DataHealth, ImageBatch, ImageBatcher, ImageItem};
 use vae_models::{TrainableDecoder, TrainableEncoder, Vae};
 
@@ -32,7 +32,7 @@ use crate::metrics::{Kl, LogLikelihood, NegElbo, TermMetric};
 use crate::optimizer::{OptimizerConfig, VaeOptimizer};
 use crate::renderer::{EpochRenderer, History, RunControl};
 use crate::schedule::Scheduler;
-use crate::step::TrainableVae;
+use crate::step::{StepObjective, TrainableVae};
 use crate::strategy::{LoopOutcome, StopReason, VaeStrategy};
 
 /// The inference model type of a trained `Vae<B, E, D>`.
@@ -219,6 +219,18 @@ where
         self
     }
 
+    /// Train on an importance-weighted bound (IWAE, MIWAE, CIWAE, PIWAE) instead of the ELBO.
+    pub fn importance_bound(mut self, bound: ImportanceBound) -> Self {
+        self.config.importance_bound = Some(bound);
+        self
+    }
+
+    /// Train the β-TC-VAE objective instead of the ELBO.
+    pub fn total_correlation(mut self, objective: BetaTcObjective) -> Self {
+        self.config.total_correlation = Some(objective);
+        self
+    }
+
     /// Latent samples per example in the training ELBO estimate.
     pub fn latent_samples(mut self, samples: usize) -> Self {
         self.config.latent_samples = samples;
@@ -296,6 +308,13 @@ where
             data_health,
         } = self;
         config.validate()?;
+        if config.total_correlation.is_some() && model.prior.is_some() {
+            return Err(TrainError::setting(
+                "training.total_correlation",
+                "set",
+                "needs the standard-normal prior (its dimension-wise KL is against a factorised p(z)); remove model.prior",
+            ));
+        }
         let (Some(train), Some(valid)) = (train, valid) else {
             return Err(TrainError::NoData);
         };
@@ -330,10 +349,10 @@ where
             crate::memory::training_step_bytes(
                 model.num_params(),
                 config.batch_size.min(train.len()),
-                config.latent_samples,
+                config.samples_per_step(),
                 model.data_dim(),
             ),
-            "lower training.batch_size or training.latent_samples",
+            "lower training.batch_size or the samples per step (training.latent_samples, training.importance_bound)",
         )?;
         // Without a run directory, burn-train still needs one for its checkpoints and logs.
         let (run_dir, _temporary) = match run_dir {
@@ -383,13 +402,22 @@ where
         let steps_done = start.map_or(0, |m| m.optimizer_steps);
 
         let batches_per_epoch = train.len().div_ceil(config.batch_size);
+        let step_objective = match (config.importance_bound, config.total_correlation) {
+            (Some(bound), _) => StepObjective::ImportanceBound(bound),
+            (None, Some(objective)) => StepObjective::TotalCorrelation {
+                objective,
+                dataset_size: train.len(),
+            },
+            (None, None) => StepObjective::Elbo,
+        };
         let trainable = TrainableVae::new(
             model,
             config.objective.clone(),
             config.kl_estimator,
             config.latent_samples,
             steps_done,
-        );
+        )
+        .with_step_objective(step_objective);
         let steps: Arc<AtomicU64> = trainable.step_counter();
 
         // A different shuffle per resumed segment, the same for the same run and seed.

@@ -3,8 +3,11 @@
 //! `sample_run` draws a grid.
 
 use crate::common::{B, config, splits};
-use vae_models::{Architecture, MlpVaeConfig};
-use vae_train::{EvalOptions, RunDir, RunOptions, TrainError, evaluate_run, sample_run, train_run};
+use vae_core::{BetaTcObjective, ImportanceBound};
+use vae_models::{Architecture, MlpVaeConfig, PriorConfig};
+use vae_train::{
+    EvalOptions, RunConfig, RunDir, RunOptions, TrainError, evaluate_run, sample_run, train_run,
+};
 
 #[test]
 fn a_run_trains_resumes_evaluates_and_samples() {
@@ -139,4 +142,146 @@ fn a_model_that_does_not_fit_the_data_is_refused_before_writing() {
     .unwrap_err();
     assert!(err.to_string().contains("784"), "{err}");
     assert!(!run.config_file().exists(), "nothing written");
+}
+
+/// A configuration of one family: a prior and/or an alternative training objective.
+fn family(
+    prior: Option<PriorConfig>,
+    bound: Option<ImportanceBound>,
+    tc: Option<BetaTcObjective>,
+    epochs: usize,
+) -> RunConfig<Architecture> {
+    let mut config = config(epochs);
+    config.model = Architecture::Mlp(MlpVaeConfig::new(16, vec![8], 2).with_prior(prior));
+    config.training.importance_bound = bound;
+    config.training.total_correlation = tc;
+    config
+}
+
+#[test]
+fn every_family_trains_resumes_evaluates_and_samples() {
+    let families = [
+        (
+            Some(PriorConfig::Vamp { pseudo_inputs: 3 }),
+            Some(ImportanceBound::Iwae { samples: 3 }),
+            None,
+        ),
+        (
+            Some(PriorConfig::Mixture { components: 2 }),
+            Some(ImportanceBound::Piwae { outer: 2, inner: 2 }),
+            None,
+        ),
+        (
+            None,
+            Some(ImportanceBound::Ciwae {
+                samples: 2,
+                beta: 0.5,
+            }),
+            None,
+        ),
+        (None, None, Some(BetaTcObjective::new(6.0))),
+    ];
+    let device = Default::default();
+    for (prior, bound, tc) in families {
+        let what = format!("{prior:?} {bound:?} {tc:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let data = splits(dir.path());
+        let run = RunDir::create(dir.path().join("run")).unwrap();
+        let first = train_run::<Architecture, B>(
+            &run,
+            &family(prior, bound, tc, 1),
+            &data,
+            &device,
+            RunOptions::new("cpu"),
+        )
+        .unwrap();
+        assert!(first.finished(), "{what}");
+        // The run records the family: what it reads back is what was asked for.
+        let saved = run.read_config::<Architecture>().unwrap();
+        assert_eq!(saved.training.importance_bound, bound, "{what}");
+        assert_eq!(saved.training.total_correlation, tc, "{what}");
+        let Architecture::Mlp(model) = &saved.model else {
+            panic!("{what}: {:?}", saved.model)
+        };
+        assert_eq!(model.prior, prior, "{what}");
+
+        // Changing the objective is not a resume; continuing it is.
+        let changed = family(prior, None, None, 2);
+        if bound.is_some() || tc.is_some() {
+            let refused = train_run::<Architecture, B>(
+                &run,
+                &changed,
+                &data,
+                &device,
+                RunOptions::new("cpu").resumed(),
+            );
+            assert!(
+                matches!(refused, Err(TrainError::ResumeChanges { .. })),
+                "{what}: {refused:?}"
+            );
+        }
+        let resumed = train_run::<Architecture, B>(
+            &run,
+            &family(prior, bound, tc, 2),
+            &data,
+            &device,
+            RunOptions::new("cpu").resumed(),
+        )
+        .unwrap();
+        assert_eq!(resumed.metrics.train.epoch, [1, 2], "{what}");
+        let test = resumed.metrics.test.expect("test metrics");
+        // Whatever was trained, the reported numbers are the true ELBO terms.
+        assert!(test.elbo.kl_nats >= 0.0 || prior.is_some(), "{what}");
+        assert_eq!(
+            test.elbo.neg_elbo_nats,
+            test.elbo.kl_nats - test.elbo.log_likelihood_nats
+        );
+
+        let evaluated = evaluate_run::<Architecture, B>(
+            &run,
+            &data,
+            &device,
+            &EvalOptions {
+                importance_samples: 20,
+                limit: 0,
+            },
+        )
+        .unwrap();
+        let log_px = evaluated.is_log_px_nats.expect("log p(x)");
+        // log p(x) ≥ ELBO in expectation; the 20-sample estimate sits above the ELBO.
+        assert!(
+            log_px.is_finite() && log_px >= -evaluated.elbo.neg_elbo_nats - 0.5,
+            "{what}: log p(x) {log_px}, ELBO {}",
+            -evaluated.elbo.neg_elbo_nats
+        );
+        let grid = run.path().join("four.png");
+        sample_run::<Architecture, B>(&run, 4, 7, &grid, &device).unwrap();
+        assert!(grid.is_file(), "{what}");
+    }
+}
+
+#[test]
+fn total_correlation_with_a_learned_prior_is_refused_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = splits(dir.path());
+    let run = RunDir::create(dir.path().join("run")).unwrap();
+    let config = family(
+        Some(PriorConfig::Vamp { pseudo_inputs: 2 }),
+        None,
+        Some(BetaTcObjective::new(6.0)),
+        1,
+    );
+    let err = train_run::<Architecture, B>(
+        &run,
+        &config,
+        &data,
+        &Default::default(),
+        RunOptions::new("cpu"),
+    )
+    .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("training.total_correlation") && message.contains("model.prior"),
+        "{message}"
+    );
 }

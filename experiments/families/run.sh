@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The model-families table (issue 14): each row trains iwae-mlp.toml for the same number of
+# epochs, changing one setting, then estimates log p(x) on the whole test set by importance
+# sampling. Usage: experiments/families/run.sh [OUT_DIR]   (default runs/families)
+# Environment: EPOCHS (10), K (5000 importance samples), LIMIT (0 = every test example),
+# ROWS (all: "vanilla mog vamp iwae5 iwae50"), XTASK (the binary; default cargo xtask-cpu).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+out="${1:-runs/families}"
+epochs="${EPOCHS:-10}"
+k="${K:-5000}"
+limit="${LIMIT:-0}"
+rows="${ROWS:-vanilla mog vamp iwae5 iwae50}"
+read -r -a xtask <<< "${XTASK:-cargo xtask-cpu}"
+
+settings() {
+    case "$1" in
+        vanilla) ;;
+        mog) echo "--set model.prior.kind=mixture --set model.prior.components=500" ;;
+        vamp) echo "--set model.prior.kind=vamp --set model.prior.pseudo_inputs=500" ;;
+        iwae5) echo "--set training.importance_bound.kind=iwae --set training.importance_bound.samples=5" ;;
+        iwae50) echo "--set training.importance_bound.kind=iwae --set training.importance_bound.samples=50" ;;
+        *) echo "unknown row: $1" >&2; exit 2 ;;
+    esac
+}
+
+mkdir -p "$out"
+for row in $rows; do
+    run="$out/$row"
+    if [[ ! -f "$run/model.safetensors" ]]; then
+        # shellcheck disable=SC2046 # the settings are words on purpose
+        "${xtask[@]}" train fashion-mnist --backend cpu --config "$here/iwae-mlp.toml" \
+            --epochs "$epochs" $(settings "$row") --out "$run"
+    fi
+    "${xtask[@]}" eval --run "$run" --backend cpu --importance-samples "$k" --limit "$limit"
+done
+
+printf '| row | test −ELBO (nats) | KL (nats) | test log p(x), K = %s (nats) | train images/s |\n' "$k"
+printf '|---|---|---|---|---|\n'
+for row in $rows; do
+    jq -r --arg row "$row" \
+        '"| \($row) | \(.test.neg_elbo_nats*100|round/100) | \(.test.kl_nats*100|round/100) | \(.test.is_log_px_nats*100|round/100) (\(.test.is_examples) examples) | \(.train_images_per_second|round) |"' \
+        "$out/$row/metrics.json"
+done

@@ -3,21 +3,28 @@
 # epochs, changing one setting, then estimates log p(x) on the whole test set by importance
 # sampling. Usage: experiments/families/run.sh [OUT_DIR]   (default runs/families)
 # Environment: EPOCHS (10), K (5000 importance samples), LIMIT (0 = every test example),
-# ROWS (all: "vanilla mog vamp iwae5 iwae50"), XTASK (the binary; default cargo xtask-cpu).
+# ROWS (all: "vanilla mog vamp iaf iwae5 iwae50"), COMPONENTS (500: the mixture's components
+# and the VampPrior's pseudo-inputs, as in Tomczak & Welling), XTASK (the binary; default
+# cargo xtask-cpu).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-runs/families}"
 epochs="${EPOCHS:-10}"
 k="${K:-5000}"
 limit="${LIMIT:-0}"
-rows="${ROWS:-vanilla mog vamp iwae5 iwae50}"
+rows="${ROWS:-vanilla mog vamp iaf iwae5 iwae50}"
+components="${COMPONENTS:-500}"
 read -r -a xtask <<< "${XTASK:-cargo xtask-cpu}"
 
 settings() {
     case "$1" in
         vanilla) ;;
-        mog) echo "--set model.prior.kind=mixture --set model.prior.components=500" ;;
-        vamp) echo "--set model.prior.kind=vamp --set model.prior.pseudo_inputs=500" ;;
+        mog) echo "--set model.prior.kind=mixture --set model.prior.components=$components" ;;
+        vamp) echo "--set model.prior.kind=vamp --set model.prior.pseudo_inputs=$components" ;;
+        # The VampPrior with KL warm-up over the first 1800 steps (3 epochs at batch 100), as
+        # Tomczak & Welling trained it: without it the posterior collapses onto the prior.
+        vamp-warmup) echo "--set model.prior.kind=vamp --set model.prior.pseudo_inputs=$components --set training.objective.warmup_steps=1800" ;;
+        iaf) echo "--set model.posterior.kind=iaf --set model.posterior.steps=2 --set model.posterior.hidden=320" ;;
         iwae5) echo "--set training.importance_bound.kind=iwae --set training.importance_bound.samples=5" ;;
         iwae50) echo "--set training.importance_bound.kind=iwae --set training.importance_bound.samples=50" ;;
         *) echo "unknown row: $1" >&2; exit 2 ;;

@@ -37,7 +37,7 @@ fn bench(c: &mut Criterion) {
             let elbo = Elbo::estimate(
                 x.clone(),
                 &q,
-                z.clone(),
+                &vae_core::PosteriorSamples::at(&q, z.clone()),
                 &likelihood,
                 &StandardNormal::new(q.latent_dim()),
                 KlEstimator::Analytic,
@@ -51,7 +51,7 @@ fn bench(c: &mut Criterion) {
             let elbo = Elbo::estimate(
                 x.clone(),
                 &q,
-                z.clone(),
+                &vae_core::PosteriorSamples::at(&q, z.clone()),
                 &likelihood,
                 &StandardNormal::new(q.latent_dim()),
                 KlEstimator::Analytic,
@@ -70,7 +70,7 @@ fn bench(c: &mut Criterion) {
             let elbo = Elbo::estimate(
                 x_ad.clone(),
                 &q,
-                z,
+                &vae_core::PosteriorSamples::at(&q, z),
                 &Bernoulli::from_logits(logits),
                 &StandardNormal::new(q.latent_dim()),
                 KlEstimator::Analytic,

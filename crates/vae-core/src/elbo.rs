@@ -3,9 +3,9 @@
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
-use crate::diagonal_gaussian::DiagonalGaussian;
 use crate::kl::KlEstimator;
 use crate::observation::ObservationModel;
+use crate::posterior::{Posterior, PosteriorSamples};
 use crate::prior::Prior;
 use crate::units::{bits_per_dim, bits_per_dim_8bit};
 
@@ -60,22 +60,22 @@ impl<B: Backend> Elbo<B> {
         }
     }
 
-    /// Estimates the ELBO of data `x` (`[N, D]`) from the posterior, latent samples
-    /// `z` ~ q (`[S, N, L]`), the decoder's distribution p(x|z) at those samples
-    /// (`[S, N, D]`) and the prior:
+    /// Estimates the ELBO of data `x` (`[N, D]`) from the posterior, draws z ~ q with their
+    /// log-density (`[S, N, L]`, [`Posterior::rsample_with_log_prob`]), the decoder's
+    /// distribution p(x|z) at those draws (`[S, N, D]`) and the prior:
     ///
     /// `log_likelihood = mean_s log p(x|z_s)`, `kl` by `kl_estimator` (the analytic KL ignores
-    /// `z`; the Monte-Carlo KL uses the same samples).
+    /// the draws; the Monte-Carlo KL uses the same draws).
     pub fn estimate(
         x: Tensor<B, 2>,
-        posterior: &DiagonalGaussian<B>,
-        z: Tensor<B, 3>,
+        posterior: &impl Posterior<B>,
+        draws: &PosteriorSamples<B>,
         likelihood: &impl ObservationModel<B>,
         prior: &impl Prior<B>,
         kl_estimator: KlEstimator,
     ) -> Self {
         let log_likelihood = likelihood.log_prob(x).mean_dim(0).squeeze_dim::<1>(0);
-        let (kl, kl_per_dim) = kl_estimator.estimate(posterior, prior, z);
+        let (kl, kl_per_dim) = kl_estimator.estimate(posterior, prior, draws);
         Self {
             kl_per_dim,
             ..Self::new(log_likelihood, kl)

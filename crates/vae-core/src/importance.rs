@@ -3,8 +3,8 @@
 use burn::config::Config;
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::diagonal_gaussian::DiagonalGaussian;
 use crate::observation::ObservationModel;
+use crate::posterior::{Posterior, PosteriorSamples};
 use crate::prior::Prior;
 
 /// log Σ exp(a) along `dim`, keeping that dimension (size 1), in the units of `a`, without
@@ -40,33 +40,31 @@ pub fn log_mean_exp<B: Backend>(a: Tensor<B, 2>) -> Tensor<B, 1> {
 }
 
 /// Log importance weights log w_s = log p(x|z_s) + log p(z_s) − log q(z_s|x), shape `[S, N]`,
-/// nats, for samples `z` (`[S, N, L]`) drawn from `posterior` and the decoder's distribution
-/// `likelihood` at those samples (`[S, N, D]`), under `prior`.
+/// nats, for draws z ~ q(z|x) with their log-density (`[S, N, L]`) and the decoder's
+/// distribution `likelihood` at those draws (`[S, N, D]`), under `prior`.
 ///
 /// E_q[w] = p(x), so log w is an unbiased-in-w, downward-biased-in-log estimate of log p(x).
 pub fn log_importance_weights<B: Backend>(
     x: Tensor<B, 2>,
-    posterior: &DiagonalGaussian<B>,
-    z: Tensor<B, 3>,
+    draws: &PosteriorSamples<B>,
     likelihood: &impl ObservationModel<B>,
     prior: &impl Prior<B>,
 ) -> Tensor<B, 2> {
-    likelihood.log_prob(x) + prior.log_prob(z.clone()) - posterior.log_prob(z)
+    likelihood.log_prob(x) + prior.log_prob(draws.z.clone()) - draws.log_q.clone()
 }
 
-/// The importance-weighted bound of Burda et al. (2016) with K = S samples, per example, shape
+/// The importance-weighted bound of Burda et al. (2016) with K = S draws, per example, shape
 /// `[N]`, nats:
 ///
 /// `L_K = log (1/K) Σ_k w_k`, with E[L_K] ≤ E[L_{K+1}] ≤ log p(x) and L_1 = the single-sample
 /// ELBO estimate with a Monte-Carlo KL. Maximise it (loss = −mean L_K) to train an IWAE.
 pub fn iwae_bound<B: Backend>(
     x: Tensor<B, 2>,
-    posterior: &DiagonalGaussian<B>,
-    z: Tensor<B, 3>,
+    draws: &PosteriorSamples<B>,
     likelihood: &impl ObservationModel<B>,
     prior: &impl Prior<B>,
 ) -> Tensor<B, 1> {
-    log_mean_exp(log_importance_weights(x, posterior, z, likelihood, prior))
+    log_mean_exp(log_importance_weights(x, draws, likelihood, prior))
 }
 
 /// The importance-sampled estimate of log p(x) with q(z|x) as proposal (Rezende et al. 2014;
@@ -100,7 +98,7 @@ impl ImportanceSampling {
     pub fn log_px<B, O, F>(
         &self,
         x: Tensor<B, 2>,
-        posterior: &DiagonalGaussian<B>,
+        posterior: &impl Posterior<B>,
         prior: &impl Prior<B>,
         mut decode: F,
     ) -> Tensor<B, 1>
@@ -118,9 +116,9 @@ impl ImportanceSampling {
         let mut done = 0;
         while done < self.num_samples {
             let take = chunk.min(self.num_samples - done);
-            let z = posterior.rsample(take);
-            let likelihood = decode(z.clone());
-            let log_w = log_importance_weights(x.clone(), posterior, z, &likelihood, prior);
+            let draws = posterior.rsample_with_log_prob(take);
+            let likelihood = decode(draws.z.clone());
+            let log_w = log_importance_weights(x.clone(), &draws, &likelihood, prior);
             per_chunk.push(log_sum_exp(log_w).unsqueeze_dim::<2>(0));
             done += take;
         }

@@ -3,16 +3,18 @@
 use burn::config::Config;
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::diagonal_gaussian::DiagonalGaussian;
+use crate::posterior::{Posterior, PosteriorSamples};
 use crate::prior::Prior;
 
-/// Estimator of KL(q(z|x) ‖ p(z)) for a diagonal-Gaussian posterior and any [`Prior`].
+/// Estimator of KL(q(z|x) ‖ p(z)) for any [`Posterior`] and any [`Prior`].
 #[derive(Config, Debug, PartialEq, Eq, Copy)]
 pub enum KlEstimator {
-    /// The closed form where the prior has one ([`Prior::analytic_kl_per_dim`]; for the
-    /// standard normal Σ_l ½ (μ_l² + σ_l² − 1 − ln σ_l²)): exact, zero variance, ≥ 0 per
-    /// example and per latent dimension. The default. With a prior that has no closed form (a
-    /// mixture) it is the Monte-Carlo estimate below.
+    /// The closed form where there is one — a diagonal-Gaussian posterior and a prior with
+    /// [`Prior::analytic_kl_per_dim`] (for the standard normal Σ_l ½ (μ_l² + σ_l² − 1 − ln σ_l²)):
+    /// exact, zero variance, ≥ 0 per example and per latent dimension. The default. Where there
+    /// is none (a mixture prior, a flow posterior) it is the Monte-Carlo estimate below.
+    ///
+    /// [`DiagonalGaussian::kl_standard_normal_per_dim`]: crate::DiagonalGaussian::kl_standard_normal_per_dim
     ///
     /// Evaluated as Σ_l ½ (μ_l² + φ(ln σ_l²)) with φ(v) = e^v − 1 − v summed from its Taylor
     /// series near 0 ([`DiagonalGaussian::kl_standard_normal_per_dim`]): non-negative by
@@ -35,16 +37,17 @@ impl Default for KlEstimator {
 
 impl KlEstimator {
     /// Per-example estimate of KL(q ‖ p), shape `[N]`, nats, and (closed form only) its split
-    /// over latent dimensions `[N, L]`. `z` are samples from `posterior`, shape `[S, N, L]`.
+    /// over latent dimensions `[N, L]`. `draws` are draws from `posterior` (`[S, N, L]`) with
+    /// their log-density; the Monte-Carlo estimate uses them.
     pub fn estimate<B: Backend>(
         self,
-        posterior: &DiagonalGaussian<B>,
+        posterior: &impl Posterior<B>,
         prior: &impl Prior<B>,
-        z: Tensor<B, 3>,
+        draws: &PosteriorSamples<B>,
     ) -> (Tensor<B, 1>, Option<Tensor<B, 2>>) {
-        let analytic = match self {
-            Self::Analytic => prior.analytic_kl_per_dim(posterior),
-            Self::MonteCarlo => None,
+        let analytic = match (self, posterior.gaussian()) {
+            (Self::Analytic, Some(gaussian)) => prior.analytic_kl_per_dim(gaussian),
+            _ => None,
         };
         match analytic {
             Some(per_dim) => (
@@ -52,7 +55,7 @@ impl KlEstimator {
                 Some(per_dim),
             ),
             None => {
-                let log_ratio = posterior.log_prob(z.clone()) - prior.log_prob(z);
+                let log_ratio = draws.log_q.clone() - prior.log_prob(draws.z.clone());
                 (log_ratio.mean_dim(0).squeeze_dim::<1>(0), None)
             }
         }

@@ -48,12 +48,26 @@ pub(crate) fn broadcast_data<B: Backend>(
 /// fed only its own half of η (0 elsewhere, so the unselected branch stays finite and its zero
 /// gradient cannot become NaN); splitting by masks rather than through |η| keeps the
 /// derivative ¼ at η = 0, where burn's `abs` has derivative 0.
-pub(crate) fn sigmoid<B: Backend, const D: usize>(eta: Tensor<B, D>) -> Tensor<B, D> {
+pub fn sigmoid<B: Backend, const D: usize>(eta: Tensor<B, D>) -> Tensor<B, D> {
     let negative = eta.clone().lower_elem(0.0);
     let non_negative_half = eta.clone().mask_fill(negative.clone(), 0.0);
     let negative_half = eta.mask_fill(negative.clone().bool_not(), 0.0);
     let upper = non_negative_half.neg().exp().add_scalar(1.0).recip();
     let growth = negative_half.exp();
     let lower = growth.clone() / growth.add_scalar(1.0);
+    upper.mask_where(negative, lower)
+}
+
+/// ln σ(η) = −ln(1 + e^{−η}) elementwise, in nats (≤ 0), accurate in the tensor's own float
+/// type for every η and finite wherever η is: −ln(1 + e^{−η}) for η ≥ 0 and η − ln(1 + e^η)
+/// for η < 0, split by masks as in [`sigmoid`] so the derivative σ(−η) is ½ at η = 0. (ln of
+/// burn's `sigmoid` rounds through f32 and is −∞ once σ underflows; `−softplus(−η)`
+/// overflows to −∞ for η below about −88 in f32.)
+pub fn log_sigmoid<B: Backend, const D: usize>(eta: Tensor<B, D>) -> Tensor<B, D> {
+    let negative = eta.clone().lower_elem(0.0);
+    let non_negative_half = eta.clone().mask_fill(negative.clone(), 0.0);
+    let negative_half = eta.mask_fill(negative.clone().bool_not(), 0.0);
+    let upper = non_negative_half.neg().exp().log1p().neg();
+    let lower = negative_half.clone() - negative_half.exp().log1p();
     upper.mask_where(negative, lower)
 }

@@ -58,7 +58,7 @@ impl<B: Backend> Toy<B> {
         Elbo::estimate(
             x,
             &q,
-            z,
+            &vae_core::PosteriorSamples::at(&q, z),
             &likelihood,
             &StandardNormal::new(q.latent_dim()),
             KlEstimator::Analytic,

@@ -72,8 +72,7 @@ fn importance_sampled_log_px_converges_to_log_px() {
     let z = q.rsample(s);
     let log_w = to_vec(vae_core::log_importance_weights(
         case.data(&device),
-        &q,
-        z.clone(),
+        &vae_core::PosteriorSamples::at(&q, z.clone()),
         &model.decode(z),
         &StandardNormal::new(L),
     ));
@@ -139,7 +138,7 @@ fn iwae_bound_rises_with_k_towards_log_px() {
         let elbo = Elbo::estimate(
             case.data(&device),
             &q,
-            z.clone(),
+            &vae_core::PosteriorSamples::at(&q, z.clone()),
             &model.decode(z),
             &StandardNormal::new(L),
             KlEstimator::Analytic,
@@ -157,8 +156,7 @@ fn iwae_bound_rises_with_k_towards_log_px() {
                 let z = q.reparameterize(eps);
                 let bound = vae_core::iwae_bound(
                     case.data(&device),
-                    &q,
-                    z.clone(),
+                    &vae_core::PosteriorSamples::at(&q, z.clone()),
                     &model.decode(z),
                     &StandardNormal::new(L),
                 );

@@ -38,3 +38,8 @@ fn bernoulli_gradient_is_x_minus_sigmoid_at_confident_logits() {
 fn bernoulli_probs_are_accurate_in_their_own_precision() {
     precision::bernoulli_probs_are_accurate_in_their_own_precision::<Ad>();
 }
+
+#[test]
+fn log_sigmoid_is_accurate_in_its_own_precision() {
+    precision::log_sigmoid_is_accurate_in_its_own_precision::<Ad>();
+}

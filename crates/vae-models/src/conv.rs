@@ -14,6 +14,7 @@ use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::likelihood::{DecodedLikelihood, Likelihood, LikelihoodHead};
 use crate::mlp::split_posterior;
+use crate::posterior::PosteriorConfig;
 use crate::prior::PriorConfig;
 use crate::vae::Vae;
 
@@ -327,6 +328,9 @@ pub struct ConvVaeConfig {
     /// The prior p(z); absent (`None`) is the standard normal N(0, I), which is also what
     /// configurations written before priors were configurable mean.
     pub prior: Option<PriorConfig>,
+    /// The posterior family; absent (`None`) is the encoder's diagonal Gaussian, which is also
+    /// what configurations written before posterior families existed mean.
+    pub posterior: Option<PosteriorConfig>,
 }
 
 impl ConvVaeConfig {
@@ -351,6 +355,7 @@ impl ConvVaeConfig {
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), ArchitectureError> {
         self.prior.unwrap_or_default().validate()?;
+        self.posterior.unwrap_or_default().validate()?;
         self.decoder().validate()
     }
 
@@ -360,6 +365,7 @@ impl ConvVaeConfig {
         device: &B::Device,
     ) -> Result<Vae<B, ConvEncoder<B>, ConvDecoder<B>>, ArchitectureError> {
         self.prior.unwrap_or_default().validate()?;
+        self.posterior.unwrap_or_default().validate()?;
         let prior =
             self.prior
                 .unwrap_or_default()
@@ -368,7 +374,12 @@ impl ConvVaeConfig {
             self.encoder().try_init(device)?,
             self.decoder().try_init(device)?,
         )
-        .with_prior(prior))
+        .with_prior(prior)
+        .with_flow(
+            self.posterior
+                .unwrap_or_default()
+                .init(self.latent_dim, device),
+        ))
     }
 
     /// Builds the VAE (burn's `init` convention).

@@ -4,7 +4,8 @@
 //! [`DiagonalGaussian`](vae_core::DiagonalGaussian)) and a [`Decoder`] (latent samples → an
 //! observation model p(x|z) from vae-core), joined by the generic [`Vae`] with a prior p(z):
 //! N(0, I), or a [`LearnedPrior`] (a mixture of Gaussians, or the VampPrior) chosen by
-//! [`PriorConfig`]. Anything that
+//! [`PriorConfig`], and a posterior family: the encoder's Gaussian, or that Gaussian through an
+//! inverse autoregressive flow ([`Iaf`]) chosen by [`PosteriorConfig`]. Anything that
 //! implements the two traits plugs in: the MLP ([`MlpEncoder`], [`MlpDecoder`]) and
 //! convolutional ([`ConvEncoder`], [`ConvDecoder`]) architectures here, or your own modules.
 //!
@@ -32,9 +33,11 @@ mod architecture;
 mod conv;
 mod decoder;
 mod encoder;
+mod iaf;
 mod likelihood;
 mod mlp;
 pub mod persist;
+mod posterior;
 mod prior;
 mod vae;
 
@@ -43,8 +46,10 @@ pub use architecture::{Architecture, ArchitectureError, ImageShape};
 pub use conv::{ConvDecoder, ConvDecoderConfig, ConvEncoder, ConvEncoderConfig, ConvVaeConfig};
 pub use decoder::{Decoder, TrainableDecoder};
 pub use encoder::{Encoder, TrainableEncoder};
+pub use iaf::Iaf;
 pub use likelihood::{DecodedLikelihood, GaussianScale, Likelihood, LikelihoodHead};
 pub use mlp::{MlpDecoder, MlpDecoderConfig, MlpEncoder, MlpEncoderConfig, MlpVaeConfig};
 pub use persist::PersistError;
+pub use posterior::{PosteriorConfig, VaePosterior};
 pub use prior::{LearnedPrior, MixturePrior, PriorConfig, PriorDistribution, VampPrior};
 pub use vae::{Vae, VaeOutput};

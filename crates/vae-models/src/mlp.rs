@@ -11,6 +11,7 @@ use crate::architecture::ArchitectureError;
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::likelihood::{DecodedLikelihood, Likelihood, LikelihoodHead};
+use crate::posterior::PosteriorConfig;
 use crate::prior::PriorConfig;
 use crate::vae::Vae;
 
@@ -163,6 +164,9 @@ pub struct MlpVaeConfig {
     /// The prior p(z); absent (`None`) is the standard normal N(0, I), which is also what
     /// configurations written before priors were configurable mean.
     pub prior: Option<PriorConfig>,
+    /// The posterior family; absent (`None`) is the encoder's diagonal Gaussian, which is also
+    /// what configurations written before posterior families existed mean.
+    pub posterior: Option<PosteriorConfig>,
 }
 
 impl MlpVaeConfig {
@@ -204,6 +208,7 @@ impl MlpVaeConfig {
             return Err(ArchitectureError::LatentDim);
         }
         self.prior.unwrap_or_default().validate()?;
+        self.posterior.unwrap_or_default().validate()?;
         self.likelihood.validate()
     }
 
@@ -217,7 +222,15 @@ impl MlpVaeConfig {
             .prior
             .unwrap_or_default()
             .init(self.latent_dim, self.input_dim, device);
-        Ok(Vae::new(self.encoder().init(device), self.decoder().init(device)).with_prior(prior))
+        let flow = self
+            .posterior
+            .unwrap_or_default()
+            .init(self.latent_dim, device);
+        Ok(
+            Vae::new(self.encoder().init(device), self.decoder().init(device))
+                .with_prior(prior)
+                .with_flow(flow),
+        )
     }
 
     /// Builds the VAE (burn's `init` convention).

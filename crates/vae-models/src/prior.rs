@@ -26,6 +26,8 @@ pub enum PriorConfig {
     /// The VampPrior (Tomczak & Welling 2018): p(z) = (1/K) Σ_k q(z | u_k), the encoder's
     /// posteriors at K = `pseudo_inputs` learned pseudo-inputs u_k (data-shaped, `[K, D]`);
     /// the KL is estimated by Monte Carlo. Each training step encodes the K pseudo-inputs.
+    /// With a flow posterior the components are the encoder's Gaussians q₀(z | u_k) (still a
+    /// learned prior, not the flow's mixture, whose density would need the flow's inverse).
     Vamp {
         /// K ≥ 1 (the paper used 500 for MNIST).
         pseudo_inputs: usize,

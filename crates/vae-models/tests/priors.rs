@@ -7,7 +7,7 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::{Distribution, Tensor, backend::Backend};
-use vae_core::{DiagonalGaussian, KlEstimator, Prior};
+use vae_core::{DiagonalGaussian, KlEstimator, Posterior, Prior};
 use vae_models::{
     Architecture, ArchitectureError, ConvVaeConfig, Encoder, ImageShape, LearnedPrior, MlpDecoder,
     MlpEncoder, MlpVaeConfig, PriorConfig, persist,
@@ -111,6 +111,7 @@ fn weights_saved_before_learned_priors_load_with_the_standard_normal() {
     persist::save_record(old, &path).unwrap();
     let loaded = persist::load_record(config.init::<B>(&device), &path, &device).unwrap();
     assert!(loaded.prior.is_none());
+    assert!(loaded.flow.is_none(), "no flow: the encoder's Gaussian");
     // The recorder stores f32.
     for (a, e) in values(loaded.encode(x).mean()).iter().zip(&expected) {
         assert!((a - e).abs() < 1e-6, "{a} vs {e}");

@@ -6,6 +6,7 @@ use std::path::Path;
 use burn::data::dataset::Dataset;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use image::{GrayImage, RgbImage};
+use vae_core::Posterior;
 use vae_data::{ImageItem, ImageShape};
 use vae_models::{Decoder, Encoder, Vae};
 
@@ -162,10 +163,11 @@ pub fn write_model_pictures<B: Backend, E: Encoder<B>, D: Decoder<B>>(
         8,
     )?;
 
-    // Straight lines between posterior means of consecutive test images.
+    // Straight lines between the posterior locations (means; with a flow, the flow's image of
+    // the base mean) of consecutive test images.
     let means = vae
-        .encode(x)
-        .mean()
+        .posterior(x)
+        .location()
         .into_data()
         .convert::<f32>()
         .to_vec::<f32>()

@@ -9,10 +9,10 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 use vae_core::{
     BetaTcObjective, ElboObjective, ImportanceBound, KlDecomposition, KlEstimator,
-    ObservationModel, Prior, piwae_loss,
+    ObservationModel, Posterior, PosteriorSamples, Prior, piwae_loss,
 };
 use vae_data::ImageBatch;
-use vae_models::{Decoder, Encoder, TrainableDecoder, TrainableEncoder, Vae};
+use vae_models::{Decoder, Encoder, TrainableDecoder, TrainableEncoder, Vae, VaePosterior};
 
 /// What a training step maximises. Whatever it is, the step reports the true ELBO terms
 /// (E_q log p(x|z) and the KL by the configured estimator) of the samples it drew.
@@ -190,8 +190,9 @@ where
                 dataset_size,
             } => {
                 let out = self.vae.forward(x, self.latent_samples, self.kl_estimator);
+                // Trainer::fit refuses β-TC with a flow: the base is the posterior itself.
                 let parts = KlDecomposition::estimate(
-                    &out.posterior,
+                    out.posterior.base(),
                     out.z,
                     dataset_size.max(out.elbo.batch_size()),
                     objective.estimator,
@@ -219,44 +220,42 @@ where
         x: Tensor<B, 2>,
         bound: ImportanceBound,
     ) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
-        let posterior = self.vae.encode(x.clone());
-        let z = posterior.rsample(bound.samples());
-        self.importance_weighted_at(x, &posterior, z, bound)
+        let posterior = self.vae.posterior(x.clone());
+        let draws = posterior.rsample_with_log_prob(bound.samples());
+        self.importance_weighted_at(x, &posterior, draws, bound)
     }
 
-    /// [`Self::importance_weighted`] at given reparameterised samples `z` `[S, N, L]` of
-    /// `posterior` (the tests fix z; the shared random generator is not theirs alone).
+    /// [`Self::importance_weighted`] at given draws of `posterior` (the tests fix them; the
+    /// shared random generator is not theirs alone).
     fn importance_weighted_at(
         &self,
         x: Tensor<B, 2>,
-        posterior: &vae_core::DiagonalGaussian<B>,
-        z: Tensor<B, 3>,
+        posterior: &VaePosterior<B>,
+        draws: PosteriorSamples<B>,
         bound: ImportanceBound,
     ) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
         let prior = self.vae.prior();
-        let (kl, _) = self.kl_estimator.estimate(posterior, &prior, z.clone());
+        let (kl, _) = self.kl_estimator.estimate(posterior, &prior, &draws);
         let mean_over_samples = |t: Tensor<B, 2>| t.mean_dim(0).squeeze_dim::<1>(0);
         match bound {
             ImportanceBound::Piwae { outer, .. } => {
-                // The decoder (and a learned prior) ascend IWAE_{MK}: z and q detached.
-                let z_fixed = z.clone().detach();
-                let decoder_log_likelihood = self.vae.decode(z_fixed.clone()).log_prob(x.clone());
-                let decoder_log_w = decoder_log_likelihood.clone()
-                    + prior.log_prob(z_fixed.clone())
-                    - posterior.detach().log_prob(z_fixed);
-                // The encoder ascends MIWAE_{M,K}: the decoder's and prior's parameters fixed,
-                // gradients through z and q only.
+                // The decoder (and a learned prior) ascend IWAE_{MK}: z and log q detached.
+                let fixed = draws.detach();
+                let decoder_log_likelihood = self.vae.decode(fixed.z.clone()).log_prob(x.clone());
+                let decoder_log_w =
+                    decoder_log_likelihood.clone() + prior.log_prob(fixed.z) - fixed.log_q;
+                // The encoder (and a flow) ascend MIWAE_{M,K}: the decoder's and prior's
+                // parameters fixed, gradients through z and log q only.
                 let fixed_decoder = self.vae.decoder.clone().no_grad();
-                let encoder_log_w = fixed_decoder.decode(z.clone()).log_prob(x)
-                    + prior.detach().log_prob(z.clone())
-                    - posterior.log_prob(z);
+                let encoder_log_w = fixed_decoder.decode(draws.z.clone()).log_prob(x)
+                    + prior.detach().log_prob(draws.z)
+                    - draws.log_q;
                 let loss = piwae_loss(decoder_log_w, encoder_log_w, outer);
                 (loss, mean_over_samples(decoder_log_likelihood), kl)
             }
             _ => {
-                let log_likelihood = self.vae.decode(z.clone()).log_prob(x);
-                let log_w =
-                    log_likelihood.clone() + prior.log_prob(z.clone()) - posterior.log_prob(z);
+                let log_likelihood = self.vae.decode(draws.z.clone()).log_prob(x);
+                let log_w = log_likelihood.clone() + prior.log_prob(draws.z) - draws.log_q;
                 let loss = bound.bound(log_w).mean().neg();
                 (loss, mean_over_samples(log_likelihood), kl)
             }
@@ -359,9 +358,9 @@ mod tests {
         eps: Tensor<Ad, 3>,
         bound: ImportanceBound,
     ) -> (Tensor<Ad, 1>, Tensor<Ad, 1>, Tensor<Ad, 1>) {
-        let posterior = model.vae.encode(x.clone());
-        let z = posterior.reparameterize(eps);
-        model.importance_weighted_at(x, &posterior, z, bound)
+        let posterior = model.vae.posterior(x.clone());
+        let draws = PosteriorSamples::at(&posterior, posterior.base().reparameterize(eps));
+        model.importance_weighted_at(x, &posterior, draws, bound)
     }
 
     /// The log-weights `[S, N]` of the plain, fully differentiable computation at z = μ + σ ε.
@@ -370,10 +369,10 @@ mod tests {
         x: Tensor<Ad, 2>,
         eps: Tensor<Ad, 3>,
     ) -> Tensor<Ad, 2> {
-        let posterior = model.vae.encode(x.clone());
-        let z = posterior.reparameterize(eps);
+        let q = model.vae.encode(x.clone());
+        let z = q.reparameterize(eps);
         model.vae.decode(z.clone()).log_prob(x) + model.vae.prior().log_prob(z.clone())
-            - posterior.log_prob(z)
+            - q.log_prob(z)
     }
 
     #[test]
@@ -431,12 +430,12 @@ mod tests {
             let (loss, log_likelihood, kl) = step_at(&model, x.clone(), noise(5, batch), bound);
             // The ELBO with the same five samples: the terms reported.
             let posterior = model.vae.encode(x.clone());
-            let z = posterior.reparameterize(noise(5, batch));
-            let likelihood = model.vae.decode(z.clone());
+            let draws = PosteriorSamples::at(&posterior, posterior.reparameterize(noise(5, batch)));
+            let likelihood = model.vae.decode(draws.z.clone());
             let elbo = vae_core::Elbo::estimate(
                 x.clone(),
                 &posterior,
-                z,
+                &draws,
                 &likelihood,
                 &model.vae.prior(),
                 KlEstimator::Analytic,

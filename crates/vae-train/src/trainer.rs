@@ -308,12 +308,22 @@ where
             data_health,
         } = self;
         config.validate()?;
-        if config.total_correlation.is_some() && model.prior.is_some() {
-            return Err(TrainError::setting(
-                "training.total_correlation",
-                "set",
-                "needs the standard-normal prior (its dimension-wise KL is against a factorised p(z)); remove model.prior",
-            ));
+        if config.total_correlation.is_some() {
+            // The decomposition needs a factorised p(z) and q(z|x_j) at every other example's z.
+            if model.prior.is_some() {
+                return Err(TrainError::setting(
+                    "training.total_correlation",
+                    "set",
+                    "needs the standard-normal prior (its dimension-wise KL is against a factorised p(z)); remove model.prior",
+                ));
+            }
+            if model.flow.is_some() {
+                return Err(TrainError::setting(
+                    "training.total_correlation",
+                    "set",
+                    "needs the Gaussian posterior (its estimate of q(z) evaluates every example's posterior at every z); remove model.posterior",
+                ));
+            }
         }
         let (Some(train), Some(valid)) = (train, valid) else {
             return Err(TrainError::NoData);

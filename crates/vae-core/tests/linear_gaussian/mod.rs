@@ -217,7 +217,7 @@ pub fn identity_errors<Bk: Backend>(model: &Model, case: &Case) -> (f64, f64) {
     let elbo = Elbo::estimate(
         case.data(&device),
         &q,
-        z,
+        &vae_core::PosteriorSamples::at(&q, z),
         &likelihood,
         &StandardNormal::new(q.latent_dim()),
         KlEstimator::Analytic,

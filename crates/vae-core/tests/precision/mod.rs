@@ -1,5 +1,5 @@
 //! Precision at the edges (issue 17): the KL near zero, `log_mean_exp` of an all −∞ column,
-//! the Bernoulli gradient at confident logits and σ in the tensor's own float type.
+//! the Bernoulli gradient at confident logits, and σ and ln σ in the tensor's own float type.
 //!
 //! Generic over the autodiff backend; `precision_f32.rs` and `precision_f64.rs` run every check
 //! at one precision each, in a test binary (process) of its own, because burn 0.21 keeps one
@@ -340,5 +340,54 @@ pub fn bernoulli_probs_are_accurate_in_their_own_precision<Bk: AutodiffBackend>(
     assert!(
         worst_gradient <= 8.0,
         "{dtype:?} worst ∂σ/∂η error {worst_gradient} ε"
+    );
+}
+
+/// ln σ(η) within 2 ε of the exact value relative to it, in the input's own type, finite far
+/// into the negative tail (where ln of burn's `sigmoid` is −∞ and −softplus(−η) overflows),
+/// with its derivative σ(−η) (½ at η = 0) within 8 ε.
+pub fn log_sigmoid_is_accurate_in_its_own_precision<Bk: AutodiffBackend>() {
+    let dtype = named_dtype::<Bk>();
+    let device = device_at_precision::<Bk>();
+    let etas = vec![
+        -1000.0, -120.0, -30.0, -5.0, -0.3, -1e-9, 0.0, 1e-9, 0.3, 5.0, 17.0, 30.0, 80.0,
+    ];
+    let n = etas.len();
+    let eta = tensor::<Bk, 1>(etas, [n], &device).require_grad();
+    let log_sigma = vae_core::log_sigmoid(eta.clone());
+    assert_eq!(log_sigma.dtype(), dtype, "ln σ dtype");
+    let gradient = to_vec(
+        eta.grad(&log_sigma.clone().sum().backward())
+            .expect("∂ ln σ/∂η"),
+    );
+    let (mut worst, mut worst_gradient) = (0f64, 0f64);
+    for ((&e, &got), &d) in to_vec(eta.inner())
+        .iter()
+        .zip(&to_vec(log_sigma.inner()))
+        .zip(&gradient)
+    {
+        // From e^{−|η|} with f64's ln_1p: no cancellation on either side.
+        let decay = (-e.abs()).exp();
+        let exact = if e >= 0.0 {
+            -decay.ln_1p()
+        } else {
+            e - decay.ln_1p()
+        };
+        let exact_gradient = if e >= 0.0 {
+            decay / (1.0 + decay)
+        } else {
+            1.0 / (1.0 + decay)
+        };
+        assert!(got.is_finite(), "{dtype:?} ln σ({e}) = {got}");
+        worst = worst.max(relative_error_in_epsilons(got, exact, dtype));
+        worst_gradient = worst_gradient.max(relative_error_in_epsilons(d, exact_gradient, dtype));
+    }
+    eprintln!(
+        "{dtype:?} ln σ(η) over {n} inputs: worst {worst:.2} ε; ∂/∂η worst {worst_gradient:.2} ε"
+    );
+    assert!(worst <= 2.0, "{dtype:?} worst ln σ error {worst} ε");
+    assert!(
+        worst_gradient <= 8.0,
+        "{dtype:?} worst ∂ ln σ/∂η error {worst_gradient} ε"
     );
 }

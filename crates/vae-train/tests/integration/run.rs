@@ -4,7 +4,7 @@
 
 use crate::common::{B, config, splits};
 use vae_core::{BetaTcObjective, ImportanceBound};
-use vae_models::{Architecture, MlpVaeConfig, PriorConfig};
+use vae_models::{Architecture, MlpVaeConfig, PosteriorConfig, PriorConfig};
 use vae_train::{
     EvalOptions, RunConfig, RunDir, RunOptions, TrainError, evaluate_run, sample_run, train_run,
 };
@@ -151,8 +151,23 @@ fn family(
     tc: Option<BetaTcObjective>,
     epochs: usize,
 ) -> RunConfig<Architecture> {
+    with_posterior(prior, None, bound, tc, epochs)
+}
+
+/// [`family`] with a posterior family too.
+fn with_posterior(
+    prior: Option<PriorConfig>,
+    posterior: Option<PosteriorConfig>,
+    bound: Option<ImportanceBound>,
+    tc: Option<BetaTcObjective>,
+    epochs: usize,
+) -> RunConfig<Architecture> {
     let mut config = config(epochs);
-    config.model = Architecture::Mlp(MlpVaeConfig::new(16, vec![8], 2).with_prior(prior));
+    config.model = Architecture::Mlp(
+        MlpVaeConfig::new(16, vec![8], 2)
+            .with_prior(prior)
+            .with_posterior(posterior),
+    );
     config.training.importance_bound = bound;
     config.training.total_correlation = tc;
     config
@@ -160,18 +175,32 @@ fn family(
 
 #[test]
 fn every_family_trains_resumes_evaluates_and_samples() {
+    let iaf = Some(PosteriorConfig::Iaf {
+        steps: 2,
+        hidden: 4,
+    });
     let families = [
+        (None, iaf, None, None),
         (
             Some(PriorConfig::Vamp { pseudo_inputs: 3 }),
+            None,
             Some(ImportanceBound::Iwae { samples: 3 }),
             None,
         ),
         (
+            Some(PriorConfig::Vamp { pseudo_inputs: 2 }),
+            iaf,
+            Some(ImportanceBound::Iwae { samples: 2 }),
+            None,
+        ),
+        (
             Some(PriorConfig::Mixture { components: 2 }),
+            iaf,
             Some(ImportanceBound::Piwae { outer: 2, inner: 2 }),
             None,
         ),
         (
+            None,
             None,
             Some(ImportanceBound::Ciwae {
                 samples: 2,
@@ -179,17 +208,17 @@ fn every_family_trains_resumes_evaluates_and_samples() {
             }),
             None,
         ),
-        (None, None, Some(BetaTcObjective::new(6.0))),
+        (None, None, None, Some(BetaTcObjective::new(6.0))),
     ];
     let device = Default::default();
-    for (prior, bound, tc) in families {
-        let what = format!("{prior:?} {bound:?} {tc:?}");
+    for (prior, posterior, bound, tc) in families {
+        let what = format!("{prior:?} {posterior:?} {bound:?} {tc:?}");
         let dir = tempfile::tempdir().unwrap();
         let data = splits(dir.path());
         let run = RunDir::create(dir.path().join("run")).unwrap();
         let first = train_run::<Architecture, B>(
             &run,
-            &family(prior, bound, tc, 1),
+            &with_posterior(prior, posterior, bound, tc, 1),
             &data,
             &device,
             RunOptions::new("cpu"),
@@ -204,10 +233,11 @@ fn every_family_trains_resumes_evaluates_and_samples() {
             panic!("{what}: {:?}", saved.model)
         };
         assert_eq!(model.prior, prior, "{what}");
+        assert_eq!(model.posterior, posterior, "{what}");
 
         // Changing the objective is not a resume; continuing it is.
-        let changed = family(prior, None, None, 2);
-        if bound.is_some() || tc.is_some() {
+        let changed = with_posterior(prior, None, None, None, 2);
+        if bound.is_some() || tc.is_some() || posterior.is_some() {
             let refused = train_run::<Architecture, B>(
                 &run,
                 &changed,
@@ -222,7 +252,7 @@ fn every_family_trains_resumes_evaluates_and_samples() {
         }
         let resumed = train_run::<Architecture, B>(
             &run,
-            &family(prior, bound, tc, 2),
+            &with_posterior(prior, posterior, bound, tc, 2),
             &data,
             &device,
             RunOptions::new("cpu").resumed(),
@@ -261,7 +291,7 @@ fn every_family_trains_resumes_evaluates_and_samples() {
 }
 
 #[test]
-fn total_correlation_with_a_learned_prior_is_refused_by_key() {
+fn total_correlation_with_a_learned_prior_or_a_flow_is_refused_by_key() {
     let dir = tempfile::tempdir().unwrap();
     let data = splits(dir.path());
     let run = RunDir::create(dir.path().join("run")).unwrap();
@@ -282,6 +312,29 @@ fn total_correlation_with_a_learned_prior_is_refused_by_key() {
     let message = err.to_string();
     assert!(
         message.contains("training.total_correlation") && message.contains("model.prior"),
+        "{message}"
+    );
+    let config = with_posterior(
+        None,
+        Some(PosteriorConfig::Iaf {
+            steps: 1,
+            hidden: 4,
+        }),
+        None,
+        Some(BetaTcObjective::new(6.0)),
+        1,
+    );
+    let err = train_run::<Architecture, B>(
+        &run,
+        &config,
+        &data,
+        &Default::default(),
+        RunOptions::new("cpu"),
+    )
+    .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("training.total_correlation") && message.contains("model.posterior"),
         "{message}"
     );
 }

@@ -153,7 +153,7 @@ fn first_step<B: burn::tensor::backend::AutodiffBackend>(
     let loss = Elbo::estimate(
         x.clone(),
         &posterior,
-        z,
+        &vae_core::PosteriorSamples::at(&posterior, z),
         &likelihood,
         &vae_core::StandardNormal::new(posterior.latent_dim()),
         KlEstimator::Analytic,

@@ -498,6 +498,44 @@ mod tests {
     }
 
     #[test]
+    fn the_posterior_is_chosen_with_set() {
+        let with = |settings: &[&str]| {
+            Settings::for_dataset("fashion-mnist", &overrides(settings))
+                .unwrap()
+                .with_model::<Architecture>(GREY_28)
+        };
+        let c = with(&[
+            "model.posterior.kind=iaf",
+            "model.posterior.steps=2",
+            "model.posterior.hidden=320",
+        ])
+        .unwrap();
+        let Architecture::Mlp(mlp) = &c.model else {
+            panic!("mlp expected")
+        };
+        assert_eq!(
+            mlp.posterior,
+            Some(vae_models::PosteriorConfig::Iaf {
+                steps: 2,
+                hidden: 320
+            })
+        );
+        let err = with(&["model.posterior.kind=iaf"]).unwrap_err().to_string();
+        assert!(
+            err.contains("model.posterior") && err.contains("steps"),
+            "{err}"
+        );
+        let err = with(&[
+            "model.posterior.kind=iaf",
+            "model.posterior.steps=0",
+            "model.posterior.hidden=8",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("model.posterior.steps"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         let err = Settings::for_dataset("mnist", &overrides(&["training.epohcs=3"])).unwrap_err();
         let msg = err.to_string();

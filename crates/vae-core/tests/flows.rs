@@ -167,50 +167,16 @@ fn importance_sampled_log_px_with_a_flow_posterior_converges_to_the_closed_form(
     // A wrong flow: too wide and shifted, so the weights vary and only K → ∞ recovers log p(x).
     let q = flow_posterior(&model, &case, 1.3, 0.2);
     let truth: Vec<f64> = case.x.iter().map(|x| model.log_px(x)).collect();
-    let mut errors = Vec::new();
-    for k in [1, 10, 100, 1000, 5000] {
-        let sampler = ImportanceSampling::new()
-            .with_num_samples(k)
-            .with_chunk_size(500);
-        let reps = 8;
-        let mut total = 0.0;
-        for _ in 0..reps {
-            let estimate = to_vec(sampler.log_px(
-                case.data(&device),
-                &q,
-                &StandardNormal::new(L),
-                |z| model.decode(z),
-            ));
-            total += estimate
-                .iter()
-                .zip(&truth)
-                .map(|(e, t)| (e - t).abs())
-                .sum::<f64>()
-                / truth.len() as f64;
-        }
-        errors.push(total / reps as f64);
-    }
+    let errors =
+        importance_sampling_errors(&model, &case, &q, &truth, &[1, 10, 100, 1000, 5000], 500, 8);
     eprintln!("flow posterior: mean |log p(x) error| for K = 1, 10, 100, 1000, 5000: {errors:.3?}");
     for pair in errors.windows(2) {
         assert!(pair[1] < pair[0], "error did not shrink with K: {errors:?}");
     }
     // The error at K is ≈ sqrt(Var(w / p(x)) / K); the variance from 20 000 weights.
-    let s = 20_000;
-    let draws = q.rsample_with_log_prob(s);
-    let log_w = to_vec(vae_core::log_importance_weights(
-        case.data(&device),
-        &draws,
-        &model.decode(draws.z.clone()),
-        &StandardNormal::new(L),
-    ));
-    let worst_variance = (0..4)
-        .map(|n| {
-            let r: Vec<f64> = (0..s)
-                .map(|i| (log_w[i * 4 + n] - truth[n]).exp())
-                .collect();
-            let mean = r.iter().sum::<f64>() / s as f64;
-            r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (s - 1) as f64
-        })
+    let worst_variance = normalised_weight_moments(&model, &case, &q, &truth, 20_000)
+        .into_iter()
+        .map(|(_, var)| var)
         .fold(0.0, f64::max);
     let bound = 3.0 * (worst_variance / 5000.0).sqrt();
     assert!(errors[4] < bound, "K = 5000: {} > {bound}", errors[4]);

@@ -12,10 +12,7 @@ use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
 use common::{Rng, device_at_precision, tensor, to_vec};
 use linear_gaussian::*;
-use vae_core::{
-    Elbo, ImportanceSampling, KlEstimator, ObservationModel, StandardNormal,
-    standard_normal_log_prob,
-};
+use vae_core::{Elbo, KlEstimator, ObservationModel, StandardNormal, standard_normal_log_prob};
 
 #[test]
 fn elbo_plus_posterior_kl_is_log_px() {
@@ -69,47 +66,15 @@ fn importance_sampled_log_px_converges_to_log_px() {
     // The normalised weights r = w / p(x) have mean exactly 1 (E_q[w] = p(x)); their variance v
     // sets the estimator's error, ≈ sqrt(v / K) for large K.
     let s = 20_000;
-    let z = q.rsample(s);
-    let log_w = to_vec(vae_core::log_importance_weights(
-        case.data(&device),
-        &vae_core::PosteriorSamples::at(&q, z.clone()),
-        &model.decode(z),
-        &StandardNormal::new(L),
-    ));
     let mut worst_variance: f64 = 0.0;
-    for (n, log_px) in truth.iter().enumerate() {
-        let r: Vec<f64> = (0..s).map(|i| (log_w[i * 4 + n] - log_px).exp()).collect();
-        let mean = r.iter().sum::<f64>() / s as f64;
-        let var = r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (s - 1) as f64;
+    for (mean, var) in normalised_weight_moments(&model, &case, &q, &truth, s) {
         let bound = 5.0 * (var / s as f64).sqrt();
         assert!((mean - 1.0).abs() < bound, "E[w]/p(x) = {mean} ± {bound}");
         worst_variance = worst_variance.max(var);
     }
 
-    let mut errors = Vec::new();
-    for k in [1, 10, 100, 1000, 5000] {
-        let sampler = ImportanceSampling::new()
-            .with_num_samples(k)
-            .with_chunk_size(300);
-        // Average the absolute error over repetitions so the trend is not luck.
-        let reps = 8;
-        let mut total = 0.0;
-        for _ in 0..reps {
-            let estimate = to_vec(sampler.log_px(
-                case.data(&device),
-                &q,
-                &StandardNormal::new(L),
-                |z| model.decode(z),
-            ));
-            total += estimate
-                .iter()
-                .zip(&truth)
-                .map(|(e, t)| (e - t).abs())
-                .sum::<f64>()
-                / truth.len() as f64;
-        }
-        errors.push(total / reps as f64);
-    }
+    let errors =
+        importance_sampling_errors(&model, &case, &q, &truth, &[1, 10, 100, 1000, 5000], 300, 8);
     let bound = 3.0 * (worst_variance / 5000.0).sqrt();
     eprintln!(
         "importance-sampled log p(x), mean |error| for K = 1, 10, 100, 1000, 5000: {:?}; \

@@ -364,8 +364,7 @@ impl ConvVaeConfig {
         &self,
         device: &B::Device,
     ) -> Result<Vae<B, ConvEncoder<B>, ConvDecoder<B>>, ArchitectureError> {
-        self.prior.unwrap_or_default().validate()?;
-        self.posterior.unwrap_or_default().validate()?;
+        self.validate()?;
         let prior =
             self.prior
                 .unwrap_or_default()

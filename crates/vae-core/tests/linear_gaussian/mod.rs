@@ -17,7 +17,9 @@
 #![allow(dead_code)]
 
 use burn::tensor::{Tensor, backend::Backend};
-use vae_core::{DiagonalGaussian, Elbo, Gaussian, KlEstimator, StandardNormal};
+use vae_core::{
+    DiagonalGaussian, Elbo, Gaussian, ImportanceSampling, KlEstimator, Posterior, StandardNormal,
+};
 
 use crate::common::dense::{self, Mat};
 use crate::common::{Rng, device_at_precision, named_dtype, tensor, to_vec};
@@ -199,6 +201,76 @@ pub fn case(model: &Model, n: usize, shift: f64, inflate: f64, seed: u64) -> Cas
         q_var.push((0..L).map(|j| cov[j][j] * inflate).collect());
     }
     Case { x, q_mean, q_var }
+}
+
+/// The importance-sampled log p(x) with proposal `q` for each K in `ks`: the mean over the
+/// examples of |estimate − `truth`|, averaged over `reps` repetitions so a trend is not luck.
+pub fn importance_sampling_errors<Bk: Backend>(
+    model: &Model,
+    case: &Case,
+    q: &impl Posterior<Bk>,
+    truth: &[f64],
+    ks: &[usize],
+    chunk_size: usize,
+    reps: usize,
+) -> Vec<f64> {
+    let device = device_at_precision::<Bk>();
+    ks.iter()
+        .map(|&k| {
+            let sampler = ImportanceSampling::new()
+                .with_num_samples(k)
+                .with_chunk_size(chunk_size);
+            let total: f64 = (0..reps)
+                .map(|_| {
+                    let estimate = to_vec(sampler.log_px(
+                        case.data(&device),
+                        q,
+                        &StandardNormal::new(L),
+                        |z| model.decode(z),
+                    ));
+                    estimate
+                        .iter()
+                        .zip(truth)
+                        .map(|(e, t)| (e - t).abs())
+                        .sum::<f64>()
+                        / truth.len() as f64
+                })
+                .sum();
+            total / reps as f64
+        })
+        .collect()
+}
+
+/// Per example, the mean and variance of the normalised weights r = w / p(x) over `s` draws
+/// of `q`: E_q[r] = 1 exactly, and Var(r) sets the importance-sampling error, ≈ sqrt(Var / K).
+pub fn normalised_weight_moments<Bk: Backend>(
+    model: &Model,
+    case: &Case,
+    q: &impl Posterior<Bk>,
+    truth: &[f64],
+    s: usize,
+) -> Vec<(f64, f64)> {
+    let device = device_at_precision::<Bk>();
+    let draws = q.rsample_with_log_prob(s);
+    let log_w = to_vec(vae_core::log_importance_weights(
+        case.data(&device),
+        &draws,
+        &model.decode(draws.z.clone()),
+        &StandardNormal::new(L),
+    ));
+    let n = truth.len();
+    truth
+        .iter()
+        .enumerate()
+        .map(|(example, log_px)| {
+            let r: Vec<f64> = (0..s)
+                .map(|i| (log_w[i * n + example] - log_px).exp())
+                .collect();
+            let mean = r.iter().sum::<f64>() / s as f64;
+            let var = r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (s - 1) as f64;
+            (mean, var)
+        })
+        .collect()
 }
 
 /// max_n |ELBO_n − (log p(x_n) − KL(q_n ‖ p(z|x_n)))| and max_n (ELBO_n − log p(x_n)).

@@ -144,18 +144,8 @@ fn a_model_that_does_not_fit_the_data_is_refused_before_writing() {
     assert!(!run.config_file().exists(), "nothing written");
 }
 
-/// A configuration of one family: a prior and/or an alternative training objective.
+/// A configuration of one family: a prior, a posterior and/or an alternative training objective.
 fn family(
-    prior: Option<PriorConfig>,
-    bound: Option<ImportanceBound>,
-    tc: Option<BetaTcObjective>,
-    epochs: usize,
-) -> RunConfig<Architecture> {
-    with_posterior(prior, None, bound, tc, epochs)
-}
-
-/// [`family`] with a posterior family too.
-fn with_posterior(
     prior: Option<PriorConfig>,
     posterior: Option<PosteriorConfig>,
     bound: Option<ImportanceBound>,
@@ -218,7 +208,7 @@ fn every_family_trains_resumes_evaluates_and_samples() {
         let run = RunDir::create(dir.path().join("run")).unwrap();
         let first = train_run::<Architecture, B>(
             &run,
-            &with_posterior(prior, posterior, bound, tc, 1),
+            &family(prior, posterior, bound, tc, 1),
             &data,
             &device,
             RunOptions::new("cpu"),
@@ -236,7 +226,7 @@ fn every_family_trains_resumes_evaluates_and_samples() {
         assert_eq!(model.posterior, posterior, "{what}");
 
         // Changing the objective is not a resume; continuing it is.
-        let changed = with_posterior(prior, None, None, None, 2);
+        let changed = family(prior, None, None, None, 2);
         if bound.is_some() || tc.is_some() || posterior.is_some() {
             let refused = train_run::<Architecture, B>(
                 &run,
@@ -252,7 +242,7 @@ fn every_family_trains_resumes_evaluates_and_samples() {
         }
         let resumed = train_run::<Architecture, B>(
             &run,
-            &with_posterior(prior, posterior, bound, tc, 2),
+            &family(prior, posterior, bound, tc, 2),
             &data,
             &device,
             RunOptions::new("cpu").resumed(),
@@ -295,46 +285,31 @@ fn total_correlation_with_a_learned_prior_or_a_flow_is_refused_by_key() {
     let dir = tempfile::tempdir().unwrap();
     let data = splits(dir.path());
     let run = RunDir::create(dir.path().join("run")).unwrap();
-    let config = family(
-        Some(PriorConfig::Vamp { pseudo_inputs: 2 }),
-        None,
-        Some(BetaTcObjective::new(6.0)),
-        1,
-    );
-    let err = train_run::<Architecture, B>(
-        &run,
-        &config,
-        &data,
-        &Default::default(),
-        RunOptions::new("cpu"),
-    )
-    .unwrap_err();
-    let message = err.to_string();
-    assert!(
-        message.contains("training.total_correlation") && message.contains("model.prior"),
-        "{message}"
-    );
-    let config = with_posterior(
-        None,
-        Some(PosteriorConfig::Iaf {
-            steps: 1,
-            hidden: 4,
-        }),
-        None,
-        Some(BetaTcObjective::new(6.0)),
-        1,
-    );
-    let err = train_run::<Architecture, B>(
-        &run,
-        &config,
-        &data,
-        &Default::default(),
-        RunOptions::new("cpu"),
-    )
-    .unwrap_err();
-    let message = err.to_string();
-    assert!(
-        message.contains("training.total_correlation") && message.contains("model.posterior"),
-        "{message}"
-    );
+    let refusal = |config: RunConfig<Architecture>| {
+        train_run::<Architecture, B>(
+            &run,
+            &config,
+            &data,
+            &Default::default(),
+            RunOptions::new("cpu"),
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let tc = Some(BetaTcObjective::new(6.0));
+    let vamp = Some(PriorConfig::Vamp { pseudo_inputs: 2 });
+    let iaf = Some(PosteriorConfig::Iaf {
+        steps: 1,
+        hidden: 4,
+    });
+    for (config, key) in [
+        (family(vamp, None, None, tc, 1), "model.prior"),
+        (family(None, iaf, None, tc, 1), "model.posterior"),
+    ] {
+        let message = refusal(config);
+        assert!(
+            message.contains("training.total_correlation") && message.contains(key),
+            "{message}"
+        );
+    }
 }

@@ -242,7 +242,7 @@ fn library_run() -> Result<(), Box<dyn std::error::Error>> {
         with_log_px.is_log_px_nats.unwrap_or(f64::NAN)
     );
     let samples = run.path().join("samples-16.png");
-    sample_run::<ResMlpSpec, B>(&run, 16, 0, &samples, &device)?;
+    sample_run::<ResMlpSpec, B>(&run, 16, None, 0, &samples, &device)?;
 
     let mut files: Vec<String> = std::fs::read_dir(run.path())?
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))

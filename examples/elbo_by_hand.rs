@@ -58,7 +58,7 @@ fn data() -> (Images, Images, &'static str) {
 
 fn batch(data: &dyn Dataset<ImageItem>, range: std::ops::Range<usize>) -> Tensor<B, 2> {
     let items = range.filter_map(|i| data.get(i)).collect();
-    let b: ImageBatch<B> = ImageBatcher.batch(items, &Default::default());
+    let b: ImageBatch<B> = ImageBatcher::new().batch(items, &Default::default());
     b.images
 }
 

@@ -10,7 +10,7 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::train::TrainStep;
 use vae::core::{ElboObjective, ElboSummary, KlEstimator};
-use vae::data::{ImageBatch, ImageItem};
+use vae::data::{ImageBatch, ImageBatcher, ImageItem};
 use vae::models::MlpVaeConfig;
 use vae::train::TrainableVae;
 use vae::train::evaluate::{BitsPerDim, batches, evaluate};
@@ -55,13 +55,14 @@ fn evaluation_reports_the_core_elbo_terms() {
         "evaluate is not repeatable"
     );
     B::seed(&device, 5);
-    let parts: Vec<(ElboSummary, usize)> = batches::<B>(data.as_ref(), 16, &device)
-        .map(|b| {
-            let images = b.unwrap().images;
-            let n = images.dims()[0];
-            (vae.elbo(images).summary(), n)
-        })
-        .collect();
+    let parts: Vec<(ElboSummary, usize)> =
+        batches::<B>(data.as_ref(), ImageBatcher::new(), 16, &device)
+            .map(|b| {
+                let images = b.unwrap().images;
+                let n = images.dims()[0];
+                (vae.elbo(images).summary(), n)
+            })
+            .collect();
     let direct = ElboSummary::weighted_mean(&parts).unwrap();
     assert_eq!(reported.elbo, direct);
     assert_eq!(reported.bits_per_dim, Some(direct.bits_per_dim(64)));
@@ -73,7 +74,7 @@ fn the_training_step_descends_minus_the_elbo() {
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     let data = dataset(64);
-    let x = batches::<Ad>(data.as_ref(), 64, &device)
+    let x = batches::<Ad>(data.as_ref(), ImageBatcher::new(), 64, &device)
         .next()
         .unwrap()
         .unwrap();
@@ -91,12 +92,7 @@ fn the_training_step_descends_minus_the_elbo() {
     };
     let before = elbo_of(&model);
     for _ in 0..20 {
-        let out = TrainStep::step(
-            &model,
-            ImageBatch {
-                images: x.images.clone(),
-            },
-        );
+        let out = TrainStep::step(&model, ImageBatch::new(x.images.clone()));
         // The metrics see exactly the ELBO terms, whatever the objective.
         let terms = out.item;
         assert_eq!(terms.examples, 64);
@@ -118,7 +114,7 @@ fn elbo_iwae_and_log_px_are_ordered_on_a_trained_model() {
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     let data = dataset(128);
-    let x = batches::<Ad>(data.as_ref(), 128, &device)
+    let x = batches::<Ad>(data.as_ref(), ImageBatcher::new(), 128, &device)
         .next()
         .unwrap()
         .unwrap()

@@ -3,7 +3,7 @@
 # epochs, changing one setting, then estimates log p(x) on the whole test set by importance
 # sampling. Usage: experiments/families/run.sh [OUT_DIR]   (default runs/families)
 # Environment: EPOCHS (10), K (5000 importance samples), LIMIT (0 = every test example),
-# ROWS (default: "vanilla vanilla-mc mog vamp-warmup iaf iwae5 iwae50"; also "vamp"), COMPONENTS (500: the mixture's components
+# ROWS (default: "vanilla vanilla-mc mog vamp-warmup iaf iwae5 iwae50"; also "vamp", "cvae"), COMPONENTS (500: the mixture's components
 # and the VampPrior's pseudo-inputs, as in Tomczak & Welling), XTASK (the binary; default
 # cargo xtask-cpu).
 set -euo pipefail
@@ -30,6 +30,9 @@ settings() {
         iaf) echo "--set model.posterior.kind=iaf --set model.posterior.steps=2 --set model.posterior.hidden=320" ;;
         iwae5) echo "--set training.importance_bound.kind=iwae --set training.importance_bound.samples=5" ;;
         iwae50) echo "--set training.importance_bound.kind=iwae --set training.importance_bound.samples=50" ;;
+        # The class-conditional VAE: its evaluation is given the label, log p(x|c); its
+        # marginal is log p(x) ≥ log p(x|c) + ln p(c) = log p(x|c) − ln 10 (ten equal classes).
+        cvae) echo "--set model.condition.kind=class --set model.condition.classes=10" ;;
         *) echo "unknown row: $1" >&2; exit 2 ;;
     esac
 }

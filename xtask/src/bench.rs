@@ -124,7 +124,7 @@ where
     let mut optim = FusedAdamConfig::new().init();
     let x = Tensor::<B, 2>::random(input, Distribution::Uniform(0.0, 1.0), device);
     let mut step = |model: TrainableVae<B, E, D>| {
-        let out = TrainStep::step(&model, ImageBatch { images: x.clone() });
+        let out = TrainStep::step(&model, ImageBatch::new(x.clone()));
         let grads: GradientsParams = out.grads;
         (optim.step(1e-3, model, grads), out.item)
     };

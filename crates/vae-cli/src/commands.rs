@@ -90,10 +90,15 @@ pub struct SampleArgs {
     /// The run directory.
     #[arg(long)]
     pub run: PathBuf,
-    /// Number of samples.
+    /// Number of samples (of each class, for a class-conditional model without --class).
     #[arg(long, default_value_t = 64)]
     pub n: usize,
-    /// Output PNG (default: <run>/samples-<n>.png).
+    /// For a class-conditional model: the class to sample. Without it, every class: one row
+    /// per class, each column one latent decoded under every class.
+    #[arg(long)]
+    pub class: Option<usize>,
+    /// Output PNG (default: <run>/samples-<n>.png, <run>/samples-class-<k>-<n>.png with
+    /// --class).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Seed of the latent draws.
@@ -438,13 +443,15 @@ fn sample<S: ModelSpec>(args: SampleArgs) -> Result<(), CliError> {
         });
     }
     let run = RunDir::open(&args.run)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| run.path().join(format!("samples-{}.png", args.n)));
+    let out = args.out.clone().unwrap_or_else(|| {
+        run.path().join(match args.class {
+            None => format!("samples-{}.png", args.n),
+            Some(k) => format!("samples-class-{k}-{}.png", args.n),
+        })
+    });
     let choice = choose(args.backend)?;
     with_backend!(choice, |B, device| sample_run::<S, B>(
-        &run, args.n, args.seed, &out, &device
+        &run, args.n, args.class, args.seed, &out, &device
     ))?;
     println!("wrote {}", out.display());
     Ok(())

@@ -536,6 +536,34 @@ mod tests {
     }
 
     #[test]
+    fn the_condition_is_chosen_with_set() {
+        let with = |settings: &[&str]| {
+            Settings::for_dataset("fashion-mnist", &overrides(settings))
+                .unwrap()
+                .with_model::<Architecture>(GREY_28)
+        };
+        let c = with(&["model.condition.kind=class", "model.condition.classes=10"]).unwrap();
+        let Architecture::Mlp(mlp) = &c.model else {
+            panic!("mlp expected")
+        };
+        assert_eq!(
+            mlp.condition,
+            Some(vae_models::ConditionConfig::Class { classes: 10 })
+        );
+        let err = with(&["model.condition.kind=class", "model.condition.classes=1"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("model.condition.classes"), "{err}");
+        let err = with(&["model.condition.kind=class"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model.condition") && err.contains("classes"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         let err = Settings::for_dataset("mnist", &overrides(&["training.epohcs=3"])).unwrap_err();
         let msg = err.to_string();

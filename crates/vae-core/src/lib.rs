@@ -66,6 +66,7 @@ mod importance_bounds;
 mod kl;
 mod objective;
 mod observation;
+mod one_hot;
 mod posterior;
 mod prior;
 mod shape;
@@ -84,6 +85,7 @@ pub use importance_bounds::{ImportanceBound, ciwae_bound, miwae_bound, piwae_los
 pub use kl::KlEstimator;
 pub use objective::{ElboObjective, ObjectiveError};
 pub use observation::{ObservationModel, log_sigmoid, sigmoid};
+pub use one_hot::one_hot;
 pub use posterior::{Posterior, PosteriorSamples};
 pub use prior::{Prior, StandardNormal};
 pub use shape::ImageShape;

@@ -47,7 +47,7 @@ mod preprocess;
 pub mod registry;
 mod settings;
 
-pub use batcher::{ImageBatch, ImageBatcher, ImageItem, ImageShape};
+pub use batcher::{ImageBatch, ImageBatcher, ImageItem, ImageShape, LabelError, check_labels};
 pub use by_name::{
     DataHealth, DataOptions, DataSplits, IMAGE_FOLDER, dataset_defaults, dataset_names,
     load_dataset,

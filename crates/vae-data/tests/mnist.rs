@@ -9,8 +9,8 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use common::{tempdir, write_mnist_dir};
 use vae_data::{
-    DataRoots, IdxOptions, IdxSplits, ImageBatcher, MnistFamily, Origin, PixelMode, ValidSize,
-    locate,
+    DataRoots, IdxOptions, IdxSplits, ImageBatcher, LabelError, MnistFamily, Origin, PixelMode,
+    ValidSize, check_labels, locate,
 };
 
 #[test]
@@ -79,8 +79,11 @@ fn batcher_scales_bytes_to_unit_interval() {
     };
     let splits = IdxSplits::load(dir.path(), MnistFamily::FashionMnist, options).unwrap();
     let items: Vec<_> = (0..4).map(|i| splits.train.get(i).unwrap()).collect();
-    let batch =
-        <ImageBatcher as Batcher<NdArray, _, _>>::batch(&ImageBatcher, items, &Default::default());
+    let batch = <ImageBatcher as Batcher<NdArray, _, _>>::batch(
+        &ImageBatcher::new(),
+        items,
+        &Default::default(),
+    );
     assert_eq!(batch.images.dims(), [4, 16]);
     let values = batch.images.into_data().to_vec::<f32>().unwrap();
     assert!(
@@ -89,12 +92,70 @@ fn batcher_scales_bytes_to_unit_interval() {
     );
     let items: Vec<_> = (0..2).map(|i| splits.test.get(i).unwrap()).collect();
     let expected: Vec<f32> = items[0].pixels.iter().map(|&k| k as f32 / 255.0).collect();
-    let batch =
-        <ImageBatcher as Batcher<NdArray, _, _>>::batch(&ImageBatcher, items, &Default::default());
+    let batch = <ImageBatcher as Batcher<NdArray, _, _>>::batch(
+        &ImageBatcher::new(),
+        items,
+        &Default::default(),
+    );
     let values = batch.images.into_data().to_vec::<f32>().unwrap();
     for (a, b) in values[..16].iter().zip(&expected) {
         assert!((a - b).abs() < 1e-7);
     }
+}
+
+#[test]
+fn a_class_batcher_gives_each_label_one_hot_and_labels_are_checked_before() {
+    let dir = tempdir();
+    write_mnist_dir(dir.path(), 30, 12, 4, true);
+    let options = IdxOptions {
+        valid_size: ValidSize::Count(5),
+        ..IdxOptions::default()
+    };
+    let splits = IdxSplits::load(dir.path(), MnistFamily::FashionMnist, options).unwrap();
+    // The fixture's labels are i mod 10.
+    let items: Vec<_> = (0..3).map(|i| splits.test.get(i + 7).unwrap()).collect();
+    let batch = <ImageBatcher as Batcher<NdArray, _, _>>::batch(
+        &ImageBatcher::one_hot_classes(10),
+        items,
+        &Default::default(),
+    );
+    let conditions = batch.conditions.expect("one-hot conditions");
+    assert_eq!(conditions.dims(), [3, 10]);
+    let values = conditions.into_data().to_vec::<f32>().unwrap();
+    for (row, label) in [7, 8, 9].into_iter().enumerate() {
+        let expected: Vec<f32> = (0..10).map(|k| (k == label) as u8 as f32).collect();
+        assert_eq!(values[row * 10..(row + 1) * 10], expected[..], "row {row}");
+    }
+    assert!(
+        <ImageBatcher as Batcher<NdArray, _, _>>::batch(
+            &ImageBatcher::new(),
+            vec![splits.test.get(0).unwrap()],
+            &Default::default()
+        )
+        .conditions
+        .is_none()
+    );
+
+    check_labels(&splits.test, 10).unwrap();
+    assert_eq!(
+        check_labels(&splits.test, 8),
+        Err(LabelError::OutOfRange {
+            index: 8,
+            label: 8,
+            classes: 8
+        })
+    );
+    // Without the labels file the examples have none, and the check says which.
+    for split in ["train", "t10k"] {
+        std::fs::remove_file(dir.path().join(format!("{split}-labels-idx1-ubyte.gz"))).unwrap();
+    }
+    let unlabelled = IdxSplits::load(dir.path(), MnistFamily::FashionMnist, options).unwrap();
+    let missing = check_labels(&unlabelled.train, 10).unwrap_err();
+    assert_eq!(missing, LabelError::Missing { index: 0 });
+    assert!(
+        missing.to_string().contains("labels-idx1-ubyte"),
+        "{missing}"
+    );
 }
 
 const DEBIAN_FASHION: &str = "/usr/share/datasets/fashion-mnist";

@@ -10,6 +10,7 @@ use vae_core::DiagonalGaussian;
 use vae_kernels::{batch_norm, leaky_relu};
 
 use crate::architecture::{ArchitectureError, ImageShape, validate_square_power_of_two};
+use crate::condition::{ConditionConfig, validate_condition};
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::likelihood::{DecodedLikelihood, Likelihood, LikelihoodHead};
@@ -23,7 +24,9 @@ const LEAKY_SLOPE: f64 = 0.01;
 /// Convolutional encoder: per width in `channels`, a 3×3 stride-2 convolution, batch norm and
 /// LeakyReLU (each halves the side), then one linear layer to (μ, ln σ²).
 ///
-/// Input is flattened `[N, C·H·W]` and reshaped to `[N, C, H, W]` internally.
+/// Input is flattened `[N, C·H·W]` and reshaped to `[N, C, H, W]` internally. A conditional
+/// encoder takes `[N, C·H·W + K]`, the image then K condition values, which join the flattened
+/// features before the last linear layer.
 #[derive(Config, Debug)]
 pub struct ConvEncoderConfig {
     /// The input image shape.
@@ -32,6 +35,9 @@ pub struct ConvEncoderConfig {
     pub channels: Vec<usize>,
     /// L, the latent size.
     pub latent_dim: usize,
+    /// K, the condition values after the image in each input row (0: unconditional).
+    #[config(default = 0)]
+    pub condition_dim: usize,
 }
 
 /// A 3×3 stride-2 convolution (or transposed convolution), batch norm, LeakyReLU.
@@ -129,6 +135,9 @@ pub struct ConvEncoder<B: Backend> {
     channels: usize,
     side: usize,
     latent_dim: usize,
+    /// Not a parameter (and absent from the records of runs from before conditioning).
+    #[module(skip)]
+    condition_dim: usize,
 }
 
 impl ConvEncoderConfig {
@@ -158,13 +167,14 @@ impl ConvEncoderConfig {
                 .map(|w| DownBlock::new(w[0], w[1], device))
                 .collect(),
             posterior: LinearConfig::new(
-                self.channels.last().unwrap() * side * side,
+                self.channels.last().unwrap() * side * side + self.condition_dim,
                 2 * self.latent_dim,
             )
             .init(device),
             channels: self.image.channels,
             side: self.image.height,
             latent_dim: self.latent_dim,
+            condition_dim: self.condition_dim,
         })
     }
 
@@ -180,11 +190,28 @@ impl ConvEncoderConfig {
 
 impl<B: Backend> Encoder<B> for ConvEncoder<B> {
     fn encode(&self, x: Tensor<B, 2>) -> DiagonalGaussian<B> {
-        let n = x.dims()[0];
-        let image = x.reshape([n, self.channels, self.side, self.side]);
+        let [n, width] = x.dims();
+        let pixels = self.channels * self.side * self.side;
+        let (image, condition) = match self.condition_dim {
+            0 => (x, None),
+            k => (
+                x.clone().slice([0..n, 0..pixels]),
+                Some(x.slice([0..n, pixels..pixels + k])),
+            ),
+        };
+        assert_eq!(
+            width,
+            pixels + self.condition_dim,
+            "ConvEncoder: {width} input values, expected {pixels} pixels and {} condition values",
+            self.condition_dim
+        );
+        let image = image.reshape([n, self.channels, self.side, self.side]);
         let h = self.blocks.iter().fold(image, |h, block| block.forward(h));
-        let [mean, log_var] =
-            split_posterior(self.posterior.forward(h.flatten(1, 3)), self.latent_dim);
+        let features = match condition {
+            None => h.flatten(1, 3),
+            Some(c) => Tensor::cat(vec![h.flatten(1, 3), c], 1),
+        };
+        let [mean, log_var] = split_posterior(self.posterior.forward(features), self.latent_dim);
         DiagonalGaussian::new(mean, log_var)
     }
 
@@ -331,6 +358,10 @@ pub struct ConvVaeConfig {
     /// The posterior family; absent (`None`) is the encoder's diagonal Gaussian, which is also
     /// what configurations written before posterior families existed mean.
     pub posterior: Option<PosteriorConfig>,
+    /// What the model is conditioned on (a conditional VAE: the condition joins the encoder's
+    /// features before its last layer and the decoder's input `[z | c]`); absent (`None`):
+    /// unconditional.
+    pub condition: Option<ConditionConfig>,
 }
 
 impl ConvVaeConfig {
@@ -341,14 +372,21 @@ impl ConvVaeConfig {
             .with_likelihood(likelihood)
     }
 
+    /// C, the condition values per example (0: unconditional).
+    pub fn condition_dim(&self) -> usize {
+        self.condition.map_or(0, |c| c.width())
+    }
+
     /// The encoder half.
     pub fn encoder(&self) -> ConvEncoderConfig {
         ConvEncoderConfig::new(self.image, self.channels.clone(), self.latent_dim)
+            .with_condition_dim(self.condition_dim())
     }
 
-    /// The decoder half.
+    /// The decoder half (its input is `[z | c]`, L + C values).
     pub fn decoder(&self) -> ConvDecoderConfig {
-        ConvDecoderConfig::new(self.image, self.channels.clone(), self.latent_dim)
+        let input = self.latent_dim + self.condition_dim();
+        ConvDecoderConfig::new(self.image, self.channels.clone(), input)
             .with_likelihood(self.likelihood)
     }
 
@@ -356,6 +394,10 @@ impl ConvVaeConfig {
     pub fn validate(&self) -> Result<(), ArchitectureError> {
         self.prior.unwrap_or_default().validate()?;
         self.posterior.unwrap_or_default().validate()?;
+        validate_condition(self.condition, self.prior)?;
+        if self.latent_dim == 0 {
+            return Err(ArchitectureError::LatentDim);
+        }
         self.decoder().validate()
     }
 
@@ -378,7 +420,8 @@ impl ConvVaeConfig {
             self.posterior
                 .unwrap_or_default()
                 .init(self.latent_dim, device),
-        ))
+        )
+        .with_condition(self.condition_dim()))
     }
 
     /// Builds the VAE (burn's `init` convention).

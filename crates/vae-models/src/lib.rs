@@ -5,7 +5,9 @@
 //! observation model p(x|z) from vae-core), joined by the generic [`Vae`] with a prior p(z):
 //! N(0, I), or a [`LearnedPrior`] (a mixture of Gaussians, or the VampPrior) chosen by
 //! [`PriorConfig`], and a posterior family: the encoder's Gaussian, or that Gaussian through an
-//! inverse autoregressive flow ([`Iaf`]) chosen by [`PosteriorConfig`]. Anything that
+//! inverse autoregressive flow ([`Iaf`]) chosen by [`PosteriorConfig`], optionally conditioned
+//! on side information (a conditional VAE: [`ConditionConfig`], data and latents passed as
+//! [`Conditioned`] tensors). Anything that
 //! implements the two traits plugs in: the MLP ([`MlpEncoder`], [`MlpDecoder`]) and
 //! convolutional ([`ConvEncoder`], [`ConvDecoder`]) architectures here, or your own modules.
 //!
@@ -30,6 +32,7 @@
 
 mod activation;
 mod architecture;
+mod condition;
 mod conv;
 mod decoder;
 mod encoder;
@@ -43,6 +46,7 @@ mod vae;
 
 pub use activation::Activation;
 pub use architecture::{Architecture, ArchitectureError, ImageShape};
+pub use condition::{ConditionConfig, Conditioned, one_hot_classes};
 pub use conv::{ConvDecoder, ConvDecoderConfig, ConvEncoder, ConvEncoderConfig, ConvVaeConfig};
 pub use decoder::{Decoder, TrainableDecoder};
 pub use encoder::{Encoder, TrainableEncoder};

@@ -8,6 +8,7 @@ use vae_core::DiagonalGaussian;
 
 use crate::activation::Activation;
 use crate::architecture::ArchitectureError;
+use crate::condition::{ConditionConfig, validate_condition};
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::likelihood::{DecodedLikelihood, Likelihood, LikelihoodHead};
@@ -167,6 +168,9 @@ pub struct MlpVaeConfig {
     /// The posterior family; absent (`None`) is the encoder's diagonal Gaussian, which is also
     /// what configurations written before posterior families existed mean.
     pub posterior: Option<PosteriorConfig>,
+    /// What the model is conditioned on (a conditional VAE: the encoder takes `[x | c]`, the
+    /// decoder `[z | c]`); absent (`None`): unconditional.
+    pub condition: Option<ConditionConfig>,
 }
 
 impl MlpVaeConfig {
@@ -181,16 +185,23 @@ impl MlpVaeConfig {
         Self::new(input_dim, vec![200, 200], 50).with_activation(Activation::Tanh)
     }
 
-    /// The encoder half.
+    /// C, the condition values per example (0: unconditional).
+    pub fn condition_dim(&self) -> usize {
+        self.condition.map_or(0, |c| c.width())
+    }
+
+    /// The encoder half (its input is `[x | c]`, D + C values).
     pub fn encoder(&self) -> MlpEncoderConfig {
-        MlpEncoderConfig::new(self.input_dim, self.hidden.clone(), self.latent_dim)
+        let input = self.input_dim + self.condition_dim();
+        MlpEncoderConfig::new(input, self.hidden.clone(), self.latent_dim)
             .with_activation(self.activation)
     }
 
-    /// The decoder half.
+    /// The decoder half (its input is `[z | c]`, L + C values).
     pub fn decoder(&self) -> MlpDecoderConfig {
         let hidden = self.hidden.iter().rev().copied().collect();
-        MlpDecoderConfig::new(self.latent_dim, hidden, self.input_dim)
+        let input = self.latent_dim + self.condition_dim();
+        MlpDecoderConfig::new(input, hidden, self.input_dim)
             .with_activation(self.activation)
             .with_likelihood(self.likelihood)
     }
@@ -209,6 +220,7 @@ impl MlpVaeConfig {
         }
         self.prior.unwrap_or_default().validate()?;
         self.posterior.unwrap_or_default().validate()?;
+        validate_condition(self.condition, self.prior)?;
         self.likelihood.validate()
     }
 
@@ -229,7 +241,8 @@ impl MlpVaeConfig {
         Ok(
             Vae::new(self.encoder().init(device), self.decoder().init(device))
                 .with_prior(prior)
-                .with_flow(flow),
+                .with_flow(flow)
+                .with_condition(self.condition_dim()),
         )
     }
 

@@ -6,12 +6,12 @@ use std::path::Path;
 use burn::data::dataset::Dataset;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use image::{GrayImage, RgbImage};
-use vae_core::Posterior;
+use vae_core::{Posterior, Prior};
 use vae_data::{ImageItem, ImageShape};
-use vae_models::{Decoder, Encoder, Vae};
+use vae_models::{Conditioned, Decoder, Encoder, Vae};
 
 use crate::error::TrainError;
-use crate::evaluate::batches;
+use crate::evaluate::{batcher_for, batches};
 use crate::plot::{Panel, Series, render};
 use crate::renderer::History;
 
@@ -66,14 +66,18 @@ fn save_png(image: image::DynamicImage, path: &Path) -> Result<(), TrainError> {
     crate::checkpoint::write_atomically(path, &bytes.into_inner())
 }
 
+/// A tensor's values on the host, row-major, as f32.
+fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32 after convert")
+}
+
 /// The rows of `[n, D]` values as host vectors.
 pub(crate) fn rows<B: Backend>(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
     let [n, d] = t.dims();
-    let flat = t
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .expect("f32 after convert");
+    let flat = host(t);
     (0..n).map(|i| flat[i * d..(i + 1) * d].to_vec()).collect()
 }
 
@@ -124,13 +128,30 @@ fn normal_quantile(p: f64) -> f64 {
     }
 }
 
-fn latents<B: Backend>(values: Vec<f32>, l: usize, device: &B::Device) -> Tensor<B, 3> {
+/// Latents `[1, n, L]` from host values, with their conditions `[n, C]` (`conditions` empty for
+/// an unconditional model).
+fn latents<B: Backend>(
+    values: Vec<f32>,
+    l: usize,
+    conditions: Vec<f32>,
+    device: &B::Device,
+) -> Conditioned<B, 3> {
     let n = values.len() / l;
-    Tensor::from_data(TensorData::new(values, [1, n, l]), device)
+    let z = Tensor::from_data(TensorData::new(values, [1, n, l]), device);
+    let c = (!conditions.is_empty()).then(|| {
+        let width = conditions.len() / n;
+        Tensor::from_data(TensorData::new(conditions, [n, width]), device)
+    });
+    Conditioned::new(z, c)
 }
 
 /// Writes `reconstructions.png`, `samples.png`, `interpolation.png`, `traversal.png` and, for a
 /// 2-D latent space, `manifold.png` into `dir`, from the first examples of `data`.
+///
+/// For a conditional model each picture decodes with the conditions of the examples it starts
+/// from (interpolations mix the two endpoints' conditions as they mix their latents), and
+/// `samples.png` is the class-by-sample picture: row k decodes class k, and each column keeps
+/// one z ~ p(z) across the classes.
 pub fn write_model_pictures<B: Backend, E: Encoder<B>, D: Decoder<B>>(
     vae: &Vae<B, E, D>,
     data: &dyn Dataset<ImageItem>,
@@ -139,15 +160,20 @@ pub fn write_model_pictures<B: Backend, E: Encoder<B>, D: Decoder<B>>(
     device: &B::Device,
 ) -> Result<(), TrainError> {
     let l = vae.latent_dim();
-    let x = batches::<B>(data, 16.min(data.len()), device)
+    let width = vae.condition_dim();
+    let batcher = batcher_for(vae, data, "test")?;
+    let batch = batches::<B>(data, batcher, 16.min(data.len()), device)
         .next()
-        .ok_or(TrainError::EmptySplit { split: "test" })??
-        .images;
+        .ok_or(TrainError::EmptySplit { split: "test" })??;
+    let (x, conditions) = (batch.images, batch.conditions);
     let n = x.dims()[0];
+    // The conditions of the first examples on the host, `[n · C]` (empty: unconditional).
+    let c: Vec<f32> = conditions.clone().map_or_else(Vec::new, host);
+    let condition_of = |i: usize| c[i * width..(i + 1) * width].to_vec();
 
     // Inputs (odd rows) above their reconstructions (even rows), 8 per row.
     let inputs = rows(x.clone());
-    let recon = rows(vae.reconstruct(x.clone()));
+    let recon = rows(vae.reconstruct(Conditioned::new(x.clone(), conditions.clone())));
     let mut grid = Vec::new();
     for chunk in 0..n.div_ceil(8) {
         let range = chunk * 8..((chunk + 1) * 8).min(n);
@@ -156,42 +182,49 @@ pub fn write_model_pictures<B: Backend, E: Encoder<B>, D: Decoder<B>>(
     }
     save_grid(&dir.join("reconstructions.png"), &grid, dims, 8.min(n))?;
 
-    save_grid(
-        &dir.join("samples.png"),
-        &rows(vae.sample(64, device)),
-        dims,
-        8,
-    )?;
+    let samples = if width == 0 {
+        vae.sample(64, device)
+    } else {
+        let columns = 8;
+        let z = host(vae.prior().sample(1, columns, device));
+        let (mut grid, mut classes) = (Vec::new(), Vec::new());
+        for class in 0..width.min(16) {
+            grid.extend_from_slice(&z);
+            for _ in 0..columns {
+                classes.extend(vae_core::one_hot([class].into_iter(), width));
+            }
+        }
+        vae.decode_mean(latents(grid, l, classes, device))
+    };
+    save_grid(&dir.join("samples.png"), &rows(samples), dims, 8)?;
 
     // Straight lines between the posterior locations (means; with a flow, the flow's image of
     // the base mean) of consecutive test images.
-    let means = vae
-        .posterior(x)
-        .location()
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .expect("f32");
+    let means = host(vae.posterior(Conditioned::new(x, conditions)).location());
     let steps = 10;
-    let mut path = Vec::new();
+    let (mut path, mut path_conditions) = (Vec::new(), Vec::new());
     for pair in 0..(n / 2).min(6) {
         let (a, b) = (
             &means[2 * pair * l..(2 * pair + 1) * l],
             &means[(2 * pair + 1) * l..(2 * pair + 2) * l],
         );
+        let (ca, cb) = (condition_of(2 * pair), condition_of(2 * pair + 1));
         for s in 0..steps {
             let t = s as f32 / (steps - 1) as f32;
             path.extend(a.iter().zip(b).map(|(u, v)| (1.0 - t) * u + t * v));
+            path_conditions.extend(ca.iter().zip(&cb).map(|(u, v)| (1.0 - t) * u + t * v));
         }
     }
     if !path.is_empty() {
         save_grid(
             &dir.join("interpolation.png"),
-            &rows(vae.decode_mean(latents(path, l, device))),
+            &rows(vae.decode_mean(latents(path, l, path_conditions, device))),
             dims,
             steps,
         )?;
     }
+    // The first example's condition, for `count` latents.
+    let first_condition = |count: usize| condition_of(0).repeat(count);
 
     // Each of the first 16 latent dimensions swept over [−3, 3] around the first image's mean.
     let sweep: Vec<f32> = (0..9).map(|i| -3.0 + 0.75 * i as f32).collect();
@@ -204,9 +237,10 @@ pub fn write_model_pictures<B: Backend, E: Encoder<B>, D: Decoder<B>>(
             traversal.extend(z);
         }
     }
+    let count = traversal.len() / l;
     save_grid(
         &dir.join("traversal.png"),
-        &rows(vae.decode_mean(latents(traversal, l, device))),
+        &rows(vae.decode_mean(latents(traversal, l, first_condition(count), device))),
         dims,
         sweep.len(),
     )?;
@@ -224,7 +258,7 @@ pub fn write_model_pictures<B: Backend, E: Encoder<B>, D: Decoder<B>>(
             .collect();
         save_grid(
             &dir.join("manifold.png"),
-            &rows(vae.decode_mean(latents(grid, 2, device))),
+            &rows(vae.decode_mean(latents(grid, 2, first_condition(side * side), device))),
             dims,
             side,
         )?;

@@ -37,6 +37,26 @@ pub enum TrainError {
         /// Which split.
         split: &'static str,
     },
+    /// A conditional model's batcher gives conditions of another width (or none).
+    #[error(
+        "the model is conditioned on {expected} values per example but the batcher gives the {split} data {actual}"
+    )]
+    ConditionSize {
+        /// The model's condition width C (0: unconditional).
+        expected: usize,
+        /// What the batcher gives.
+        actual: usize,
+        /// Which split.
+        split: &'static str,
+    },
+    /// A class-conditional model on data without usable class labels.
+    #[error("model.condition: the {split} data cannot condition the model: {error}")]
+    Labels {
+        /// Which split.
+        split: &'static str,
+        /// What is wrong.
+        error: vae_data::LabelError,
+    },
     /// `Trainer::fit` was called before `data` or `data_with`.
     #[error("no training data was given")]
     NoData,

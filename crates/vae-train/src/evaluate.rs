@@ -6,7 +6,7 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use vae_core::{ElboSummary, ImportanceSampling, bits_per_dim, bits_per_dim_8bit};
 use vae_data::{DataError, ImageBatch, ImageBatcher, ImageItem, PixelMode};
-use vae_models::{Decoder, Encoder, Likelihood, Vae};
+use vae_models::{Conditioned, Decoder, Encoder, Likelihood, Vae};
 
 use crate::error::TrainError;
 
@@ -81,9 +81,27 @@ pub struct TestMetrics {
     pub is_examples: Option<usize>,
 }
 
-/// Batches of a dataset, in order, on `device`.
+/// The batcher for `vae` on `data` (the `split`): one-hot class labels as the conditions of a
+/// conditional model, after checking every example has a label it has a class for.
+pub fn batcher_for<B: Backend, E: Encoder<B>, D: Decoder<B>>(
+    vae: &Vae<B, E, D>,
+    data: &dyn Dataset<ImageItem>,
+    split: &'static str,
+) -> Result<ImageBatcher, TrainError> {
+    match vae.condition_dim() {
+        0 => Ok(ImageBatcher::new()),
+        classes => {
+            vae_data::check_labels(data, classes)
+                .map_err(|error| TrainError::Labels { split, error })?;
+            Ok(ImageBatcher::one_hot_classes(classes))
+        }
+    }
+}
+
+/// Batches of a dataset, in order, on `device`, stacked by `batcher`.
 pub fn batches<'a, B: Backend>(
     data: &'a dyn Dataset<ImageItem>,
+    batcher: ImageBatcher,
     batch_size: usize,
     device: &'a B::Device,
 ) -> impl Iterator<Item = Result<ImageBatch<B>, TrainError>> + 'a {
@@ -98,9 +116,7 @@ pub fn batches<'a, B: Backend>(
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Batcher::<B, ImageItem, ImageBatch<B>>::batch(
-                &ImageBatcher,
-                items,
-                device,
+                &batcher, items, device,
             ))
         })
 }
@@ -115,10 +131,12 @@ pub fn evaluate<B: Backend, E: Encoder<B>, D: Decoder<B>>(
     device: &B::Device,
 ) -> Result<TestMetrics, TrainError> {
     let mut parts = Vec::new();
-    for batch in batches::<B>(data, batch_size, device) {
-        let images = batch?.images;
-        let n = images.dims()[0];
-        parts.push((vae.elbo(images).summary(), n));
+    let batcher = batcher_for(vae, data, "test")?;
+    for batch in batches::<B>(data, batcher, batch_size, device) {
+        let batch = batch?;
+        let n = batch.images.dims()[0];
+        let x = Conditioned::new(batch.images, batch.conditions);
+        parts.push((vae.elbo(x).summary(), n));
     }
     let summary =
         ElboSummary::weighted_mean(&parts).ok_or(TrainError::EmptySplit { split: "test" })?;
@@ -144,11 +162,12 @@ pub fn importance_sampled_log_px<B: Backend, E: Encoder<B>, D: Decoder<B>>(
     device: &B::Device,
 ) -> Result<f64, TrainError> {
     let (mut total, mut count) = (0.0, 0usize);
-    for batch in batches::<B>(data, batch_size, device) {
-        let images = batch?.images;
-        let n = images.dims()[0];
+    let batcher = batcher_for(vae, data, "test")?;
+    for batch in batches::<B>(data, batcher, batch_size, device) {
+        let batch = batch?;
+        let n = batch.images.dims()[0];
         let values = vae
-            .log_px(images, sampling)
+            .log_px(Conditioned::new(batch.images, batch.conditions), sampling)
             .into_data()
             .convert::<f64>()
             .to_vec::<f64>()

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use burn::data::dataset::Dataset;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use vae_core::{ImageShape, ImportanceSampling};
-use vae_data::{DataSplits, ImageItem, load_dataset};
-use vae_models::{TrainableDecoder, TrainableEncoder, Vae, persist};
+use vae_core::{ImageShape, ImportanceSampling, Prior};
+use vae_data::{DataSplits, ImageItem, check_labels, load_dataset};
+use vae_models::{
+    ConditionConfig, Conditioned, TrainableDecoder, TrainableEncoder, Vae, one_hot_classes, persist,
+};
 
 use crate::artifacts;
 use crate::checkpoint::write_atomically;
@@ -109,6 +111,7 @@ pub fn train_run<S: ModelSpec, B: AutodiffBackend>(
 ) -> Result<RunOutcome, TrainError> {
     config.validate()?;
     config.model.validate(data.shape)?;
+    check_conditions(&config.model, data)?;
     let _lock = run.lock()?;
     run.remove_temporaries();
     // Refuse before anything is written: a finished or existing run keeps its configuration,
@@ -144,6 +147,23 @@ pub fn train_run<S: ModelSpec, B: AutodiffBackend>(
             earlier,
         },
     )?
+}
+
+/// Checks, before anything is written, that every split can condition a conditional model
+/// (every example has a class label the model has a class for).
+fn check_conditions<S: ModelSpec>(model: &S, data: &DataSplits) -> Result<(), TrainError> {
+    let Some(ConditionConfig::Class { classes }) = model.condition() else {
+        return Ok(());
+    };
+    for (split, examples) in [
+        ("train", &data.train),
+        ("valid", &data.valid),
+        ("test", &data.test),
+    ] {
+        check_labels(examples.as_ref(), classes)
+            .map_err(|error| TrainError::Labels { split, error })?;
+    }
+    Ok(())
 }
 
 struct TrainVisitor<'a, S, B: AutodiffBackend> {
@@ -358,9 +378,14 @@ impl<B: AutodiffBackend> ModelVisitor<B> for EvalVisitor<'_, B> {
 
 /// Draws `n` samples from a trained run's prior with backend `B` (seeded with `seed`) and
 /// writes them as a PNG grid to `out`.
+///
+/// A class-conditional model draws `n` samples of class `class`, or, without one, `n` of every
+/// class: the class-by-sample picture, one row per class, each column one z ~ p(z) decoded
+/// under every class. `class` on an unconditional model, or out of range, is an error.
 pub fn sample_run<S: ModelSpec, B: AutodiffBackend>(
     run: &RunDir,
     n: usize,
+    class: Option<usize>,
     seed: u64,
     out: &Path,
     device: &B::Device,
@@ -373,16 +398,20 @@ pub fn sample_run<S: ModelSpec, B: AutodiffBackend>(
     if let Some(shape) = shape.or_else(|| config.model.image_shape()) {
         crate::memory::check(
             &format!("{n} samples"),
-            crate::memory::sampling_bytes(n, shape.num_values()),
+            crate::memory::sampling_bytes(
+                n * config.model.condition().map_or(1, |c| c.width()),
+                shape.num_values(),
+            ),
             "draw fewer samples",
         )?;
     }
     B::seed(device, seed);
-    let images = config.model.build::<B, _>(
+    let (images, cols) = config.model.build::<B, _>(
         device,
         SampleVisitor {
             weights: run.weights_file(),
             n,
+            class,
             device,
         },
     )??;
@@ -392,24 +421,57 @@ pub fn sample_run<S: ModelSpec, B: AutodiffBackend>(
         .or_else(|| ImageShape::square_grey(d))
         .filter(|s| s.num_values() == d)
         .ok_or(TrainError::NotAnImage { values: d })?;
-    let cols = (n as f64).sqrt().ceil() as usize;
     artifacts::save_grid(out, &images, shape, cols.max(1))
 }
 
 struct SampleVisitor<'a, B: AutodiffBackend> {
     weights: PathBuf,
     n: usize,
+    class: Option<usize>,
     device: &'a B::Device,
 }
 
 impl<B: AutodiffBackend> ModelVisitor<B> for SampleVisitor<'_, B> {
-    type Output = Result<Vec<Vec<f32>>, TrainError>;
+    /// The samples, and the columns of their grid.
+    type Output = Result<(Vec<Vec<f32>>, usize), TrainError>;
 
     fn visit<E: TrainableEncoder<B>, D: TrainableDecoder<B>>(
         self,
         model: Vae<B, E, D>,
     ) -> Self::Output {
-        let model = persist::load_safetensors(model.valid(), &self.weights)?;
-        Ok(artifacts::rows(model.sample(self.n, self.device)))
+        let Self {
+            n, class, device, ..
+        } = self;
+        let square = (n as f64).sqrt().ceil() as usize;
+        let classes = model.condition_dim();
+        match (classes, class) {
+            (0, Some(class)) => Err(TrainError::setting(
+                "--class",
+                class,
+                "the model is not conditional (it has no model.condition)",
+            )),
+            (classes, Some(class)) if class >= classes => Err(TrainError::setting(
+                "--class",
+                class,
+                format!("the model has {classes} classes: 0 to {}", classes - 1),
+            )),
+            (0, None) => {
+                let model = persist::load_safetensors(model.valid(), &self.weights)?;
+                Ok((artifacts::rows(model.sample(n, device)), square))
+            }
+            (classes, Some(class)) => {
+                let model = persist::load_safetensors(model.valid(), &self.weights)?;
+                let condition = one_hot_classes(&vec![class; n], classes, device);
+                Ok((artifacts::rows(model.sample_given(condition)), square))
+            }
+            (classes, None) => {
+                let model = persist::load_safetensors(model.valid(), &self.weights)?;
+                let z = model.prior().sample(1, n, device).repeat_dim(1, classes);
+                let labels: Vec<usize> = (0..classes).flat_map(|k| vec![k; n]).collect();
+                let condition = one_hot_classes(&labels, classes, device);
+                let images = model.decode_mean(Conditioned::given(z, condition));
+                Ok((artifacts::rows(images), n))
+            }
+        }
     }
 }

@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use vae_core::ImageShape;
 use vae_models::{
-    Architecture, ArchitectureError, ConvVaeConfig, GaussianScale, Likelihood, MlpVaeConfig,
-    TrainableDecoder, TrainableEncoder, Vae,
+    Architecture, ArchitectureError, ConditionConfig, ConvVaeConfig, GaussianScale, Likelihood,
+    MlpVaeConfig, TrainableDecoder, TrainableEncoder, Vae,
 };
 
 /// A configuration that builds a VAE: the `[model]` table of a run's `config.toml`.
@@ -29,6 +29,12 @@ pub trait ModelSpec: Serialize + DeserializeOwned + Clone + Debug + Send + Sync 
     /// The decoder's observation model, when it is one of the built-in ones: it decides how
     /// bits per dimension are reported. `None` (the default) reports none.
     fn likelihood(&self) -> Option<Likelihood> {
+        None
+    }
+
+    /// What the model is conditioned on, when it is one of the built-in conditions (the run
+    /// machinery then gives it one-hot class labels); `None` (the default): unconditional.
+    fn condition(&self) -> Option<ConditionConfig> {
         None
     }
 
@@ -90,6 +96,13 @@ impl ModelSpec for Architecture {
             Self::Mlp(c) => c.likelihood,
             Self::Conv(c) => c.likelihood,
         })
+    }
+
+    fn condition(&self) -> Option<ConditionConfig> {
+        match self {
+            Self::Mlp(c) => c.condition,
+            Self::Conv(c) => c.condition,
+        }
     }
 
     fn build<B: AutodiffBackend, V: ModelVisitor<B>>(

@@ -12,7 +12,9 @@ use vae_core::{
     ObservationModel, Posterior, PosteriorSamples, Prior, piwae_loss,
 };
 use vae_data::ImageBatch;
-use vae_models::{Decoder, Encoder, TrainableDecoder, TrainableEncoder, Vae, VaePosterior};
+use vae_models::{
+    Conditioned, Decoder, Encoder, TrainableDecoder, TrainableEncoder, Vae, VaePosterior,
+};
 
 /// What a training step maximises. Whatever it is, the step reports the true ELBO terms
 /// (E_q log p(x|z) and the KL by the configured estimator) of the samples it drew.
@@ -176,7 +178,7 @@ where
 
     fn step(&self, batch: ImageBatch<B>) -> TrainOutput<ElboTerms<B::InnerBackend>> {
         let step = self.step.fetch_add(1, Ordering::Relaxed);
-        let x = batch.images;
+        let x = Conditioned::new(batch.images, batch.conditions);
         let (loss, log_likelihood, kl) = match self.step_objective {
             StepObjective::Elbo => {
                 let out = self.vae.forward(x, self.latent_samples, self.kl_estimator);
@@ -217,7 +219,7 @@ where
     /// samples) and the KL per example.
     fn importance_weighted(
         &self,
-        x: Tensor<B, 2>,
+        x: Conditioned<B, 2>,
         bound: ImportanceBound,
     ) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
         let posterior = self.vae.posterior(x.clone());
@@ -229,11 +231,16 @@ where
     /// shared random generator is not theirs alone).
     fn importance_weighted_at(
         &self,
-        x: Tensor<B, 2>,
+        x: Conditioned<B, 2>,
         posterior: &VaePosterior<B>,
         draws: PosteriorSamples<B>,
         bound: ImportanceBound,
     ) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
+        let Conditioned {
+            tensor: x,
+            condition,
+        } = x;
+        let latents = |z: Tensor<B, 3>| Conditioned::new(z, condition.clone());
         let prior = self.vae.prior();
         let (kl, _) = self.kl_estimator.estimate(posterior, &prior, &draws);
         let mean_over_samples = |t: Tensor<B, 2>| t.mean_dim(0).squeeze_dim::<1>(0);
@@ -241,20 +248,24 @@ where
             ImportanceBound::Piwae { outer, .. } => {
                 // The decoder (and a learned prior) ascend IWAE_{MK}: z and log q detached.
                 let fixed = draws.detach();
-                let decoder_log_likelihood = self.vae.decode(fixed.z.clone()).log_prob(x.clone());
+                let decoder_log_likelihood = self
+                    .vae
+                    .decode(latents(fixed.z.clone()))
+                    .log_prob(x.clone());
                 let decoder_log_w =
                     decoder_log_likelihood.clone() + prior.log_prob(fixed.z) - fixed.log_q;
                 // The encoder (and a flow) ascend MIWAE_{M,K}: the decoder's and prior's
                 // parameters fixed, gradients through z and log q only.
                 let fixed_decoder = self.vae.decoder.clone().no_grad();
-                let encoder_log_w = fixed_decoder.decode(draws.z.clone()).log_prob(x)
+                let decoder_input = self.vae.decoder_input(latents(draws.z.clone()));
+                let encoder_log_w = fixed_decoder.decode(decoder_input).log_prob(x)
                     + prior.detach().log_prob(draws.z)
                     - draws.log_q;
                 let loss = piwae_loss(decoder_log_w, encoder_log_w, outer);
                 (loss, mean_over_samples(decoder_log_likelihood), kl)
             }
             _ => {
-                let log_likelihood = self.vae.decode(draws.z.clone()).log_prob(x);
+                let log_likelihood = self.vae.decode(latents(draws.z.clone())).log_prob(x);
                 let log_w = log_likelihood.clone() + prior.log_prob(draws.z) - draws.log_q;
                 let loss = bound.bound(log_w).mean().neg();
                 (loss, mean_over_samples(log_likelihood), kl)
@@ -273,7 +284,9 @@ where
     type Output = ElboTerms<B>;
 
     fn step(&self, batch: ImageBatch<B>) -> ElboTerms<B> {
-        let elbo = self.vae.elbo(batch.images);
+        let elbo = self
+            .vae
+            .elbo(Conditioned::new(batch.images, batch.conditions));
         ElboTerms::of_batch(elbo.log_likelihood, elbo.kl)
     }
 }
@@ -360,7 +373,7 @@ mod tests {
     ) -> (Tensor<Ad, 1>, Tensor<Ad, 1>, Tensor<Ad, 1>) {
         let posterior = model.vae.posterior(x.clone());
         let draws = PosteriorSamples::at(&posterior, posterior.base().reparameterize(eps));
-        model.importance_weighted_at(x, &posterior, draws, bound)
+        model.importance_weighted_at(x.into(), &posterior, draws, bound)
     }
 
     /// The log-weights `[S, N]` of the plain, fully differentiable computation at z = μ + σ ε.

@@ -86,7 +86,8 @@ pub struct TrainResult<M> {
 ///
 /// Defaults: [`TrainingConfig::default`] (PyTorch's `examples/vae`: 10 epochs of batch 128,
 /// Adam at 1e-3), checkpoints in a temporary directory removed after training, no stop
-/// handle. Items are [`ImageItem`]s stacked by [`ImageBatcher`] unless
+/// handle. Items are [`ImageItem`]s stacked by [`ImageBatcher`] (for a conditional model,
+/// `ImageBatcher::one_hot_classes`: the condition is the item's class label, one-hot) unless
 /// [`data_with`](Self::data_with) gives another item type and batcher.
 pub struct Trainer<B, E, D, I = ImageItem, Bt = ImageBatcher>
 where
@@ -104,6 +105,8 @@ where
     resume: bool,
     control: Option<Arc<RunControl>>,
     data_health: Option<DataHealth>,
+    /// A problem with the data found when it was given, reported by `fit`.
+    data_error: Option<TrainError>,
 }
 
 impl<B, E, D> Trainer<B, E, D>
@@ -115,26 +118,42 @@ where
     /// A trainer for `model` (freshly initialised; its weights are replaced when resuming) on
     /// `device`.
     pub fn new(model: Vae<B, E, D>, device: B::Device) -> Self {
+        let batcher = match model.condition_dim() {
+            0 => ImageBatcher::new(),
+            classes => ImageBatcher::one_hot_classes(classes),
+        };
         Self {
             model,
             device,
             train: None,
             valid: None,
-            batcher: ImageBatcher,
+            batcher,
             config: TrainingConfig::default(),
             run_dir: None,
             resume: false,
             control: None,
             data_health: None,
+            data_error: None,
         }
     }
 
-    /// Training and validation examples (8-bit images).
+    /// Training and validation examples (8-bit images; with class labels for a conditional
+    /// model, which `fit` checks).
     pub fn data(
         mut self,
         train: Arc<dyn Dataset<ImageItem>>,
         valid: Arc<dyn Dataset<ImageItem>>,
     ) -> Self {
+        let classes = self.model.condition_dim();
+        if classes > 0 {
+            self.data_error =
+                [("train", &train), ("valid", &valid)]
+                    .into_iter()
+                    .find_map(|(split, data)| {
+                        let error = vae_data::check_labels(data.as_ref(), classes).err()?;
+                        Some(TrainError::Labels { split, error })
+                    });
+        }
         self.train = Some(train);
         self.valid = Some(valid);
         self
@@ -173,6 +192,7 @@ where
             resume: self.resume,
             control: self.control,
             data_health: self.data_health,
+            data_error: None,
         }
     }
 
@@ -306,8 +326,12 @@ where
             resume,
             control,
             data_health,
+            data_error,
         } = self;
         config.validate()?;
+        if let Some(error) = data_error {
+            return Err(error);
+        }
         if config.total_correlation.is_some() {
             // The decomposition needs a factorised p(z) and q(z|x_j) at every other example's z.
             if model.prior.is_some() {
@@ -350,6 +374,14 @@ where
                 return Err(TrainError::DataSize {
                     expected: model.data_dim(),
                     actual,
+                    split,
+                });
+            }
+            let conditions = batch.conditions.map_or(0, |c| c.dims()[1]);
+            if conditions != model.condition_dim() {
+                return Err(TrainError::ConditionSize {
+                    expected: model.condition_dim(),
+                    actual: conditions,
                     split,
                 });
             }

@@ -14,6 +14,16 @@ pub type B = Autodiff<Flex>;
 
 /// 4×4 grey images: a bright square at one of four places, so there is something to learn.
 pub fn splits(dir: &std::path::Path) -> DataSplits {
+    squares(dir, false)
+}
+
+/// [`splits`] with class labels: the place of the square, 0 to 3 (top left, bottom left, top
+/// right, bottom right: row (k mod 2)·2, column ⌊k / 2⌋·2).
+pub fn labelled_splits(dir: &std::path::Path) -> DataSplits {
+    squares(dir, true)
+}
+
+fn squares(dir: &std::path::Path, labelled: bool) -> DataSplits {
     let images = |n: usize| {
         let items: Vec<ImageItem> = (0..n)
             .map(|i| {
@@ -30,7 +40,7 @@ pub fn splits(dir: &std::path::Path) -> DataSplits {
                     .collect();
                 ImageItem {
                     pixels,
-                    label: None,
+                    label: labelled.then_some((i % 4) as u32),
                 }
             })
             .collect();

@@ -2,9 +2,9 @@
 //! refuses to overwrite one, resumes; `evaluate_run` adds log p(x) to `metrics.json`;
 //! `sample_run` draws a grid.
 
-use crate::common::{B, config, splits};
+use crate::common::{B, config, labelled_splits, splits};
 use vae_core::{BetaTcObjective, ImportanceBound};
-use vae_models::{Architecture, MlpVaeConfig, PosteriorConfig, PriorConfig};
+use vae_models::{Architecture, ConditionConfig, MlpVaeConfig, PosteriorConfig, PriorConfig};
 use vae_train::{
     EvalOptions, RunConfig, RunDir, RunOptions, TrainError, evaluate_run, sample_run, train_run,
 };
@@ -115,12 +115,12 @@ fn a_run_trains_resumes_evaluates_and_samples() {
     assert_eq!(stored.importance_samples, Some(20));
 
     let grid = run.path().join("four.png");
-    sample_run::<Architecture, B>(&run, 4, 7, &grid, &device).unwrap();
+    sample_run::<Architecture, B>(&run, 4, None, 7, &grid, &device).unwrap();
     let (width, height) = image::image_dimensions(&grid).unwrap();
     // 2 × 2 images of 4×4 pixels enlarged 16× to 64×64, 2-pixel gutters.
     assert_eq!((width, height), (2 * 66 + 2, 2 * 66 + 2));
     assert!(matches!(
-        sample_run::<Architecture, B>(&run, 0, 7, &grid, &device),
+        sample_run::<Architecture, B>(&run, 0, None, 7, &grid, &device),
         Err(TrainError::NoSamples)
     ));
 }
@@ -275,7 +275,7 @@ fn every_family_trains_resumes_evaluates_and_samples() {
             -evaluated.elbo.neg_elbo_nats
         );
         let grid = run.path().join("four.png");
-        sample_run::<Architecture, B>(&run, 4, 7, &grid, &device).unwrap();
+        sample_run::<Architecture, B>(&run, 4, None, 7, &grid, &device).unwrap();
         assert!(grid.is_file(), "{what}");
     }
 }
@@ -312,4 +312,163 @@ fn total_correlation_with_a_learned_prior_or_a_flow_is_refused_by_key() {
             "{message}"
         );
     }
+}
+
+/// A class-conditional MLP on the 4×4 squares (`classes` classes, the place of the square).
+fn conditional(classes: usize, epochs: usize) -> RunConfig<Architecture> {
+    let mut config = config(epochs);
+    config.model = Architecture::Mlp(
+        MlpVaeConfig::new(16, vec![8], 2).with_condition(Some(ConditionConfig::Class { classes })),
+    );
+    config.training.learning_rate = 1e-2;
+    config
+}
+
+/// The mean grey level of a sample grid's images (4×4 images drawn 64×64, 2-pixel gutters,
+/// `cols` columns) inside and outside the 2×2 square of class `class`.
+fn brightness_in_and_out(png: &std::path::Path, cols: usize, class: usize) -> (f64, f64) {
+    let grid = image::open(png).unwrap().to_luma8();
+    let (top, left) = ((class % 2) * 2, (class / 2 % 2) * 2);
+    let (mut inside, mut outside) = ((0.0, 0usize), (0.0, 0usize));
+    let images = ((grid.height() as usize - 2) / 66) * cols;
+    for k in 0..images {
+        let (ox, oy) = (2 + (k % cols) * 66, 2 + (k / cols) * 66);
+        for y in 0..64 {
+            for x in 0..64 {
+                let value = grid.get_pixel((ox + x) as u32, (oy + y) as u32)[0] as f64;
+                let (py, px) = (y / 16, x / 16);
+                let slot = if (top..top + 2).contains(&py) && (left..left + 2).contains(&px) {
+                    &mut inside
+                } else {
+                    &mut outside
+                };
+                slot.0 += value;
+                slot.1 += 1;
+            }
+        }
+    }
+    (inside.0 / inside.1 as f64, outside.0 / outside.1 as f64)
+}
+
+#[test]
+fn a_class_conditional_run_trains_resumes_evaluates_and_samples_each_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = labelled_splits(dir.path());
+    let run = RunDir::create(dir.path().join("run")).unwrap();
+    let device = Default::default();
+    let first = train_run::<Architecture, B>(
+        &run,
+        &conditional(4, 20),
+        &data,
+        &device,
+        RunOptions::new("cpu"),
+    )
+    .unwrap();
+    assert!(first.finished());
+    for file in [
+        "samples.png",
+        "reconstructions.png",
+        "interpolation.png",
+        "traversal.png",
+    ] {
+        assert!(run.path().join(file).is_file(), "{file} missing");
+    }
+    let Architecture::Mlp(saved) = run.read_config::<Architecture>().unwrap().model else {
+        panic!("mlp expected")
+    };
+    assert_eq!(saved.condition, Some(ConditionConfig::Class { classes: 4 }));
+    // samples.png is class by sample: 4 rows (classes) of 8 columns (latents).
+    assert_eq!(
+        image::image_dimensions(run.path().join("samples.png")).unwrap(),
+        (8 * 66 + 2, 4 * 66 + 2)
+    );
+
+    let resumed = train_run::<Architecture, B>(
+        &run,
+        &conditional(4, 21),
+        &data,
+        &device,
+        RunOptions::new("cpu").resumed(),
+    )
+    .unwrap();
+    assert_eq!(resumed.metrics.train.epoch.len(), 21);
+    let evaluated = evaluate_run::<Architecture, B>(
+        &run,
+        &data,
+        &device,
+        &EvalOptions {
+            importance_samples: 20,
+            limit: 0,
+        },
+    )
+    .unwrap();
+    let log_px = evaluated.is_log_px_nats.expect("log p(x|c)");
+    assert!(
+        log_px.is_finite() && log_px >= -evaluated.elbo.neg_elbo_nats - 0.5,
+        "log p(x|c) {log_px}, ELBO {}",
+        -evaluated.elbo.neg_elbo_nats
+    );
+
+    // `--class k` draws class k: the decoded square sits where class k puts it, whatever z.
+    for class in 0..4 {
+        let png = run.path().join(format!("class-{class}.png"));
+        sample_run::<Architecture, B>(&run, 4, Some(class), 7, &png, &device).unwrap();
+        let (inside, outside) = brightness_in_and_out(&png, 2, class);
+        assert!(
+            inside > outside + 60.0,
+            "class {class}: grey level {inside:.0} inside its square, {outside:.0} outside"
+        );
+    }
+    // Without --class: n of every class, one row per class.
+    let all = run.path().join("all.png");
+    sample_run::<Architecture, B>(&run, 3, None, 7, &all, &device).unwrap();
+    assert_eq!(
+        image::image_dimensions(&all).unwrap(),
+        (3 * 66 + 2, 4 * 66 + 2)
+    );
+
+    let out_of_range = sample_run::<Architecture, B>(&run, 4, Some(4), 7, &all, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        out_of_range.contains("--class") && out_of_range.contains("0 to 3"),
+        "{out_of_range}"
+    );
+}
+
+#[test]
+fn a_condition_the_data_or_the_model_cannot_give_is_refused_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let train = |config: &RunConfig<Architecture>, data: &vae_data::DataSplits, name: &str| {
+        let run = RunDir::create(dir.path().join(name)).unwrap();
+        train_run::<Architecture, B>(&run, config, data, &device, RunOptions::new("cpu"))
+            .map(|_| run)
+    };
+    // Data without labels.
+    let unlabelled = train(&conditional(4, 1), &splits(dir.path()), "unlabelled")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        unlabelled.contains("model.condition") && unlabelled.contains("no class label"),
+        "{unlabelled}"
+    );
+    // Labels 0..3 for a model of 3 classes.
+    let too_few = train(&conditional(3, 1), &labelled_splits(dir.path()), "three")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        too_few.contains("label 3") && too_few.contains("3 classes"),
+        "{too_few}"
+    );
+    // --class on an unconditional model.
+    let plain = train(&config(1), &splits(dir.path()), "plain").unwrap();
+    let refused =
+        sample_run::<Architecture, B>(&plain, 4, Some(1), 7, &plain.path().join("x.png"), &device)
+            .unwrap_err()
+            .to_string();
+    assert!(
+        refused.contains("--class") && refused.contains("not conditional"),
+        "{refused}"
+    );
 }

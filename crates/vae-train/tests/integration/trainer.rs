@@ -228,9 +228,7 @@ impl<B: Backend> Batcher<B, Vec<f32>, ImageBatch<B>> for PoisonedBatcher {
         {
             values.fill(f32::NAN);
         }
-        ImageBatch {
-            images: Tensor::from_data(TensorData::new(values, [n, D]), device),
-        }
+        ImageBatch::new(Tensor::from_data(TensorData::new(values, [n, D]), device))
     }
 }
 

@@ -153,8 +153,11 @@ fn model() -> LinearGaussian {
 
 const XS: [[f64; 3]; 3] = [[0.3, -0.2, 0.1], [1.7, -1.4, 0.9], [-1.0, 1.1, -1.6]];
 
+/// Every (x, class) pair of the test, with the data `[N, D]` and one-hot conditions `[N, C]`.
+type Pairs = (Vec<([f64; 3], usize)>, Tensor<T, 2>, Tensor<T, 2>);
+
 /// Every (x, c) pair of the test: `[N, D]` data and `[N, C]` one-hot conditions.
-fn pairs(classes: usize, device: &Device) -> (Vec<([f64; 3], usize)>, Tensor<T, 2>, Tensor<T, 2>) {
+fn pairs(classes: usize, device: &Device) -> Pairs {
     let pairs: Vec<_> = XS
         .iter()
         .flat_map(|x| (0..classes).map(move |k| (*x, k)))

@@ -452,7 +452,14 @@ fn sample<S: ModelSpec>(args: SampleArgs) -> Result<(), CliError> {
     let choice = choose(args.backend)?;
     with_backend!(choice, |B, device| sample_run::<S, B>(
         &run, args.n, args.class, args.seed, &out, &device
-    ))?;
+    ))
+    .map_err(|error| match error {
+        vae_train::TrainError::SampleClass { class, problem } => CliError::Usage {
+            flag: "--class",
+            problem: format!("{class}: {problem}"),
+        },
+        other => other.into(),
+    })?;
     println!("wrote {}", out.display());
     Ok(())
 }

@@ -57,6 +57,14 @@ pub enum TrainError {
         /// What is wrong.
         error: vae_data::LabelError,
     },
+    /// A class to sample that the model does not have.
+    #[error("class {class}: {problem}")]
+    SampleClass {
+        /// The class asked for.
+        class: usize,
+        /// Why it cannot be sampled.
+        problem: String,
+    },
     /// `Trainer::fit` was called before `data` or `data_with`.
     #[error("no training data was given")]
     NoData,

@@ -445,16 +445,14 @@ impl<B: AutodiffBackend> ModelVisitor<B> for SampleVisitor<'_, B> {
         let square = (n as f64).sqrt().ceil() as usize;
         let classes = model.condition_dim();
         match (classes, class) {
-            (0, Some(class)) => Err(TrainError::setting(
-                "--class",
+            (0, Some(class)) => Err(TrainError::SampleClass {
                 class,
-                "the model is not conditional (it has no model.condition)",
-            )),
-            (classes, Some(class)) if class >= classes => Err(TrainError::setting(
-                "--class",
+                problem: "the model is not conditional (it has no model.condition)".into(),
+            }),
+            (classes, Some(class)) if class >= classes => Err(TrainError::SampleClass {
                 class,
-                format!("the model has {classes} classes: 0 to {}", classes - 1),
-            )),
+                problem: format!("the model has {classes} classes: 0 to {}", classes - 1),
+            }),
             (0, None) => {
                 let model = persist::load_safetensors(model.valid(), &self.weights)?;
                 Ok((artifacts::rows(model.sample(n, device)), square))

@@ -431,7 +431,7 @@ fn a_class_conditional_run_trains_resumes_evaluates_and_samples_each_class() {
         .unwrap_err()
         .to_string();
     assert!(
-        out_of_range.contains("--class") && out_of_range.contains("0 to 3"),
+        out_of_range.contains("class 4") && out_of_range.contains("0 to 3"),
         "{out_of_range}"
     );
 }
@@ -468,7 +468,7 @@ fn a_condition_the_data_or_the_model_cannot_give_is_refused_with_its_reason() {
             .unwrap_err()
             .to_string();
     assert!(
-        refused.contains("--class") && refused.contains("not conditional"),
+        refused.contains("class 1") && refused.contains("not conditional"),
         "{refused}"
     );
 }

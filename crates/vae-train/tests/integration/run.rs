@@ -163,6 +163,27 @@ fn family(
     config
 }
 
+/// `evaluate_run` with 20 importance samples: log p(x) (log p(x|c) for a conditional model) is
+/// finite and, being ≥ the ELBO in expectation, not below it by more than noise.
+fn evaluates_log_px_above_the_elbo(run: &RunDir, data: &vae_data::DataSplits, what: &str) {
+    let evaluated = evaluate_run::<Architecture, B>(
+        run,
+        data,
+        &Default::default(),
+        &EvalOptions {
+            importance_samples: 20,
+            limit: 0,
+        },
+    )
+    .unwrap();
+    let log_px = evaluated.is_log_px_nats.expect("log p(x)");
+    assert!(
+        log_px.is_finite() && log_px >= -evaluated.elbo.neg_elbo_nats - 0.5,
+        "{what}: log p(x) {log_px}, ELBO {}",
+        -evaluated.elbo.neg_elbo_nats
+    );
+}
+
 #[test]
 fn every_family_trains_resumes_evaluates_and_samples() {
     let iaf = Some(PosteriorConfig::Iaf {
@@ -257,23 +278,7 @@ fn every_family_trains_resumes_evaluates_and_samples() {
             test.elbo.kl_nats - test.elbo.log_likelihood_nats
         );
 
-        let evaluated = evaluate_run::<Architecture, B>(
-            &run,
-            &data,
-            &device,
-            &EvalOptions {
-                importance_samples: 20,
-                limit: 0,
-            },
-        )
-        .unwrap();
-        let log_px = evaluated.is_log_px_nats.expect("log p(x)");
-        // log p(x) ≥ ELBO in expectation; the 20-sample estimate sits above the ELBO.
-        assert!(
-            log_px.is_finite() && log_px >= -evaluated.elbo.neg_elbo_nats - 0.5,
-            "{what}: log p(x) {log_px}, ELBO {}",
-            -evaluated.elbo.neg_elbo_nats
-        );
+        evaluates_log_px_above_the_elbo(&run, &data, &what);
         let grid = run.path().join("four.png");
         sample_run::<Architecture, B>(&run, 4, None, 7, &grid, &device).unwrap();
         assert!(grid.is_file(), "{what}");
@@ -392,22 +397,7 @@ fn a_class_conditional_run_trains_resumes_evaluates_and_samples_each_class() {
     )
     .unwrap();
     assert_eq!(resumed.metrics.train.epoch.len(), 21);
-    let evaluated = evaluate_run::<Architecture, B>(
-        &run,
-        &data,
-        &device,
-        &EvalOptions {
-            importance_samples: 20,
-            limit: 0,
-        },
-    )
-    .unwrap();
-    let log_px = evaluated.is_log_px_nats.expect("log p(x|c)");
-    assert!(
-        log_px.is_finite() && log_px >= -evaluated.elbo.neg_elbo_nats - 0.5,
-        "log p(x|c) {log_px}, ELBO {}",
-        -evaluated.elbo.neg_elbo_nats
-    );
+    evaluates_log_px_above_the_elbo(&run, &data, "class-conditional");
 
     // `--class k` draws class k: the decoded square sits where class k puts it, whatever z.
     for class in 0..4 {

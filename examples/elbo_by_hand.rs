@@ -39,9 +39,8 @@ fn data() -> (Images, Images, &'static str) {
         None => {
             let random = |n: usize| {
                 let items: Vec<ImageItem> = (0..n)
-                    .map(|i| ImageItem {
-                        pixels: (0..784).map(|p| ((p * 7 + i * 13) % 256) as u8).collect(),
-                        label: None,
+                    .map(|i| {
+                        ImageItem::new((0..784).map(|p| ((p * 7 + i * 13) % 256) as u8).collect())
                     })
                     .collect();
                 Arc::new(burn::data::dataset::InMemDataset::new(items))

@@ -158,19 +158,107 @@ fn fashion_mnist_trains_evaluates_samples_and_resumes() {
     assert!(err.contains("--resume"), "{err}");
 }
 
-/// A CelebA-layout directory of 178×218 JPEGs with the official partition format.
+/// A CelebA-layout directory of 178×218 JPEGs with the official partition and attribute
+/// formats (two attributes: `Smiling` for odd-numbered images, `Young` for none).
 fn celeba_fixture(dir: &Path, n: usize) {
     let images = dir.join("img_align_celeba");
     std::fs::create_dir_all(&images).unwrap();
     let mut partition = String::new();
+    let mut attributes = format!("{n}\nSmiling Young\n");
     for i in 1..=n {
         let img = image::RgbImage::from_fn(178, 218, |x, y| {
             image::Rgb([(x + i as u32) as u8, (y * 2) as u8, (i * 9) as u8])
         });
         img.save(images.join(format!("{i:06}.jpg"))).unwrap();
         partition.push_str(&format!("{i:06}.jpg {}\n", [0, 0, 0, 0, 0, 0, 1, 2][i % 8]));
+        let smiling = if i % 2 == 1 { 1 } else { -1 };
+        attributes.push_str(&format!("{i:06}.jpg  {smiling} -1\n"));
     }
     std::fs::write(dir.join("list_eval_partition.txt"), partition).unwrap();
+    std::fs::write(dir.join("list_attr_celeba.txt"), attributes).unwrap();
+}
+
+#[test]
+fn celeba_attributes_condition_a_run_and_its_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("celeba");
+    celeba_fixture(&data, 24);
+    let run = dir.path().join("run");
+    let r = run.to_str().unwrap();
+    let mut args = vec!["train", "celeba", "--data-dir", data.to_str().unwrap()];
+    args.extend([
+        "--out",
+        r,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--backend",
+        "cpu",
+    ]);
+    args.extend(TINY_CONV);
+    args.extend([
+        "--set",
+        "model.condition={ kind = \"attributes\", names = [\"Smiling\", \"Young\"] }",
+    ]);
+    ok(&args);
+    assert_run_files(&run);
+    // samples.png: no attribute, Smiling alone, Young alone; 8 columns of 16×16 images.
+    let (w, h) = image::image_dimensions(run.join("samples.png")).unwrap();
+    // Square cells behind a 2-pixel gutter: (w − 2) / 8 = (h − 2) / 3.
+    assert_eq!((w - 2) * 3, (h - 2) * 8, "3 rows of 8: {w}×{h}");
+    let said = ok(&[
+        "sample",
+        "--run",
+        r,
+        "--attributes",
+        "Smiling",
+        "--n",
+        "4",
+        "--backend",
+        "cpu",
+    ]);
+    assert!(run.join("samples-Smiling-4.png").is_file(), "{said}");
+    let unknown = fails(&[
+        "sample",
+        "--run",
+        r,
+        "--attributes",
+        "Smiling,Bald",
+        "--backend",
+        "cpu",
+    ]);
+    assert!(
+        unknown.contains("--attributes") && unknown.contains("'Bald'"),
+        "{unknown}"
+    );
+    let class = fails(&["sample", "--run", r, "--class", "1", "--backend", "cpu"]);
+    assert!(
+        class.contains("--class") && class.contains("not on a class"),
+        "{class}"
+    );
+    // A condition on an attribute CelebA does not have stops before training.
+    let other = dir.path().join("other");
+    let mut args = vec!["train", "celeba", "--data-dir", data.to_str().unwrap()];
+    args.extend([
+        "--out",
+        other.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--backend",
+        "cpu",
+    ]);
+    args.extend(TINY_CONV);
+    args.extend([
+        "--set",
+        "model.condition={ kind = \"attributes\", names = [\"Bald\"] }",
+    ]);
+    let refused = fails(&args);
+    assert!(
+        refused.contains("model.condition") && refused.contains("'Bald'"),
+        "{refused}"
+    );
+    assert!(!other.join("config.toml").exists(), "nothing written");
 }
 
 const TINY_CONV: [&str; 8] = [

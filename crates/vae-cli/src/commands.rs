@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use clap::{Args, Subcommand};
 use vae_data::{DataOptions, DataRoots, Downloader, load_dataset, locate, verify_dataset};
+use vae_models::ConditionValue;
 use vae_train::strategy::StopReason;
 use vae_train::{
     EvalOptions, ModelSpec, RunControl, RunDir, RunOptions, evaluate_run, load_run_data,
@@ -90,15 +91,21 @@ pub struct SampleArgs {
     /// The run directory.
     #[arg(long)]
     pub run: PathBuf,
-    /// Number of samples (of each class, for a class-conditional model without --class).
+    /// Number of samples (of each row, for a conditional model without --class or
+    /// --attributes).
     #[arg(long, default_value_t = 64)]
     pub n: usize,
-    /// For a class-conditional model: the class to sample. Without it, every class: one row
-    /// per class, each column one latent decoded under every class.
+    /// For a class-conditional model: the class to sample. Without it (and for a conditional
+    /// model), the condition-by-sample picture: one row per class (or per attribute, after a
+    /// row without any), each column one latent decoded under every row's condition.
     #[arg(long)]
     pub class: Option<usize>,
+    /// For an attribute-conditional model: the attributes present, comma-separated (e.g.
+    /// `Smiling,Eyeglasses`); the model's other attributes are absent. `""`: none present.
+    #[arg(long, conflicts_with = "class")]
+    pub attributes: Option<String>,
     /// Output PNG (default: <run>/samples-<n>.png, <run>/samples-class-<k>-<n>.png with
-    /// --class).
+    /// --class, <run>/samples-<a>+<b>-<n>.png with --attributes a,b).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Seed of the latent draws.
@@ -442,22 +449,49 @@ fn sample<S: ModelSpec>(args: SampleArgs) -> Result<(), CliError> {
             problem: "must be ≥ 1".into(),
         });
     }
+    let condition = match (args.class, &args.attributes) {
+        (Some(k), _) => Some(ConditionValue::Class(k)),
+        (None, Some(list)) => Some(ConditionValue::Attributes(
+            list.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(String::from)
+                .collect(),
+        )),
+        (None, None) => None,
+    };
     let run = RunDir::open(&args.run)?;
     let out = args.out.clone().unwrap_or_else(|| {
-        run.path().join(match args.class {
+        run.path().join(match &condition {
             None => format!("samples-{}.png", args.n),
-            Some(k) => format!("samples-class-{k}-{}.png", args.n),
+            Some(ConditionValue::Class(k)) => format!("samples-class-{k}-{}.png", args.n),
+            Some(ConditionValue::Attributes(on)) if on.is_empty() => {
+                format!("samples-no-attributes-{}.png", args.n)
+            }
+            Some(ConditionValue::Attributes(on)) => {
+                // One file per set of attributes, whatever order they were typed in.
+                let mut on = on.clone();
+                on.sort();
+                on.dedup();
+                format!("samples-{}-{}.png", on.join("+"), args.n)
+            }
         })
     });
     let choice = choose(args.backend)?;
     with_backend!(choice, |B, device| sample_run::<S, B>(
-        &run, args.n, args.class, args.seed, &out, &device
+        &run, args.n, condition, args.seed, &out, &device
     ))
     .map_err(|error| match error {
-        vae_train::TrainError::SampleClass { class, problem } => CliError::Usage {
-            flag: "--class",
-            problem: format!("{class}: {problem}"),
-        },
+        vae_train::TrainError::SampleCondition(error) => {
+            let (flag, value) = match &error.value {
+                ConditionValue::Class(k) => ("--class", k.to_string()),
+                ConditionValue::Attributes(on) => ("--attributes", format!("'{}'", on.join(","))),
+            };
+            CliError::Usage {
+                flag,
+                problem: format!("{value}: {}", error.problem),
+            }
+        }
         other => other.into(),
     })?;
     println!("wrote {}", out.display());

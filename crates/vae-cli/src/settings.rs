@@ -561,6 +561,27 @@ mod tests {
             err.contains("model.condition") && err.contains("classes"),
             "{err}"
         );
+        let c = with(&[
+            "model.condition.kind=attributes",
+            "model.condition.names=[\"Smiling\", \"Male\"]",
+        ])
+        .unwrap();
+        let Architecture::Mlp(mlp) = &c.model else {
+            panic!("mlp expected")
+        };
+        assert_eq!(
+            mlp.condition,
+            Some(vae_models::ConditionConfig::Attributes {
+                names: vec!["Smiling".into(), "Male".into()]
+            })
+        );
+        let err = with(&[
+            "model.condition.kind=attributes",
+            "model.condition.names=[]",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("model.condition.names"), "{err}");
     }
 
     #[test]

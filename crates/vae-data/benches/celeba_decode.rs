@@ -77,10 +77,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let items: Vec<ImageItem> = order
                 .iter()
-                .map(|&i| ImageItem {
-                    pixels: cache.read(i).unwrap(),
-                    label: None,
-                })
+                .map(|&i| ImageItem::new(cache.read(i).unwrap()))
                 .collect();
             black_box(ImageBatcher::to_floats(&items));
         })

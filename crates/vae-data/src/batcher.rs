@@ -1,18 +1,52 @@
 //! Items, batches and the burn `Batcher` that turns one into the other.
 
+use std::sync::Arc;
+
 use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 pub use vae_core::ImageShape;
 
+use crate::condition::ConditionSource;
+
 /// One example: 8-bit pixels in C×H×W order (as the model sees them after the pixel mode:
-/// binarised pixels are 0 or 255), and its class label when the dataset has one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// binarised pixels are 0 or 255), and what the dataset knows about it: a class label
+/// (MNIST family), named binary attributes (CelebA).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageItem {
     /// C·H·W bytes.
     pub pixels: Vec<u8>,
     /// Class index, if known.
     pub label: Option<u32>,
+    /// Binary attributes, if the dataset has them.
+    pub attributes: Option<ImageAttributes>,
+}
+
+impl ImageItem {
+    /// An image with no label and no attributes.
+    pub fn new(pixels: Vec<u8>) -> Self {
+        Self {
+            pixels,
+            ..Self::default()
+        }
+    }
+}
+
+/// Named binary attributes of one image (CelebA's 40, from `list_attr_celeba.txt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageAttributes {
+    /// The attribute names, shared by every image of a dataset (`5_o_Clock_Shadow`, …).
+    pub names: Arc<[String]>,
+    /// Whether the image has each attribute, in `names`' order.
+    pub values: Vec<bool>,
+}
+
+impl ImageAttributes {
+    /// Whether the image has attribute `name` (`None`: the dataset has no such attribute).
+    pub fn get(&self, name: &str) -> Option<bool> {
+        let j = self.names.iter().position(|n| n == name)?;
+        self.values.get(j).copied()
+    }
 }
 
 /// A batch of images for a VAE: `[N, C·H·W]` floats in [0, 1] (k / 255), and each image's
@@ -21,7 +55,8 @@ pub struct ImageItem {
 pub struct ImageBatch<B: Backend> {
     /// The images, flattened, values in [0, 1].
     pub images: Tensor<B, 2>,
-    /// The condition per image, `[N, C]` (one-hot class labels), when the batcher makes them.
+    /// The condition per image, `[N, C]` (see [`ConditionSource`]), when the batcher makes
+    /// them.
     pub conditions: Option<Tensor<B, 2>>,
 }
 
@@ -36,10 +71,10 @@ impl<B: Backend> ImageBatch<B> {
 }
 
 /// Stacks [`ImageItem`]s into an [`ImageBatch`] on the requested device: the images, and, when
-/// made with [`ImageBatcher::one_hot_classes`], their labels one-hot as the conditions.
-#[derive(Debug, Clone, Copy, Default)]
+/// made with [`ImageBatcher::conditioned`], each item's condition.
+#[derive(Debug, Clone, Default)]
 pub struct ImageBatcher {
-    classes: Option<usize>,
+    condition: Option<ConditionSource>,
 }
 
 impl ImageBatcher {
@@ -48,13 +83,24 @@ impl ImageBatcher {
         Self::default()
     }
 
-    /// A batcher that also makes each item's label k one-hot, e_k ∈ {0, 1}^`classes`, as its
-    /// condition. Every item must have a label below `classes` (check the dataset with
-    /// [`check_labels`] first: the batcher panics otherwise).
-    pub fn one_hot_classes(classes: usize) -> Self {
+    /// A batcher that also makes each item's condition from `source`. Every item must have
+    /// what `source` reads (check the dataset with [`check_conditions`](crate::check_conditions) first: the batcher
+    /// panics otherwise).
+    pub fn conditioned(source: ConditionSource) -> Self {
         Self {
-            classes: Some(classes),
+            condition: Some(source),
         }
+    }
+
+    /// A batcher whose conditions are the items' labels one-hot, e_k ∈ {0, 1}^`classes`:
+    /// `conditioned(ConditionSource::Classes(classes))`.
+    pub fn one_hot_classes(classes: usize) -> Self {
+        Self::conditioned(ConditionSource::Classes(classes))
+    }
+
+    /// What the conditions are made from (`None`: the batcher makes none).
+    pub fn condition(&self) -> Option<&ConditionSource> {
+        self.condition.as_ref()
     }
 
     /// The batch as host floats: `[N · D]` values k / 255, and D.
@@ -71,82 +117,19 @@ impl ImageBatcher {
         }
         (values, d)
     }
-
-    /// The one-hot conditions of `items` as host floats, `[N · classes]`.
-    ///
-    /// # Panics
-    /// If an item has no label, or one ≥ `classes` ([`check_labels`] finds both first).
-    pub fn one_hot(items: &[ImageItem], classes: usize) -> Vec<f32> {
-        let labels = items.iter().map(|item| {
-            item.label
-                .expect("ImageBatcher: an item without a label in a class-conditional batch")
-                as usize
-        });
-        vae_core::one_hot(labels, classes)
-    }
 }
 
 impl<B: Backend> Batcher<B, ImageItem, ImageBatch<B>> for ImageBatcher {
     fn batch(&self, items: Vec<ImageItem>, device: &B::Device) -> ImageBatch<B> {
         let n = items.len();
         let (values, d) = Self::to_floats(&items);
-        let conditions = self.classes.map(|classes| {
-            let one_hot = Self::one_hot(&items, classes);
-            Tensor::from_data(TensorData::new(one_hot, [n, classes]), device)
+        let conditions = self.condition.as_ref().map(|source| {
+            let values = source.values(&items);
+            Tensor::from_data(TensorData::new(values, [n, source.width()]), device)
         });
         ImageBatch {
             images: Tensor::from_data(TensorData::new(values, [n, d]), device),
             conditions,
         }
     }
-}
-
-/// Checks that every item of `dataset` has a class label below `classes` (what a class-
-/// conditional VAE needs); the error names the first item that has none, or a label out of
-/// range.
-pub fn check_labels<D: burn::data::dataset::Dataset<ImageItem> + ?Sized>(
-    dataset: &D,
-    classes: usize,
-) -> Result<(), LabelError> {
-    for index in 0..dataset.len() {
-        let Some(item) = dataset.get(index) else {
-            continue;
-        };
-        match item.label {
-            None => return Err(LabelError::Missing { index }),
-            Some(label) if label as usize >= classes => {
-                return Err(LabelError::OutOfRange {
-                    index,
-                    label,
-                    classes,
-                });
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
-}
-
-/// Why a dataset cannot condition a class-conditional VAE.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LabelError {
-    /// An example without a class label (an MNIST-family dataset without its labels file, or
-    /// an image folder).
-    #[error(
-        "example {index} has no class label (an MNIST-family dataset takes them from its …-labels-idx1-ubyte files; image folders have none)"
-    )]
-    Missing {
-        /// Its index in the split.
-        index: usize,
-    },
-    /// A label the model has no class for.
-    #[error("example {index} has label {label}, but the model has {classes} classes (0 to {})", classes - 1)]
-    OutOfRange {
-        /// Its index in the split.
-        index: usize,
-        /// Its label.
-        label: u32,
-        /// The model's classes.
-        classes: usize,
-    },
 }

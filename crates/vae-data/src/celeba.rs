@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -115,6 +116,16 @@ pub fn read_attributes(path: &Path) -> Result<CelebaAttributes> {
         .map(|(_, l)| l.split_whitespace().map(String::from).collect())
         .filter(|n: &Vec<String>| !n.is_empty())
         .ok_or_else(|| fail(2, "second line must list the attribute names".into()))?;
+    if let Some((j, name)) = names
+        .iter()
+        .enumerate()
+        .find(|(j, name)| names[..*j].contains(name))
+    {
+        return Err(fail(
+            2,
+            format!("attribute '{name}' is named twice (column {})", j + 1),
+        ));
+    }
     let mut values = HashMap::with_capacity(count);
     for (i, line) in lines {
         let mut parts = line.split_whitespace();
@@ -146,10 +157,24 @@ pub fn read_attributes(path: &Path) -> Result<CelebaAttributes> {
     Ok(CelebaAttributes { names, values })
 }
 
+impl CelebaAttributes {
+    /// The attributes of `files` (true: +1), one row each; `None` for a file the table has no
+    /// row for (a conditional run then names the example, an unconditional one never asks).
+    fn rows<'a>(&self, files: impl Iterator<Item = &'a String>) -> Vec<Option<Vec<bool>>> {
+        files
+            .map(|file| {
+                let row = self.values.get(file)?;
+                Some(row.iter().map(|&v| v > 0).collect())
+            })
+            .collect()
+    }
+}
+
 impl CelebaSplits {
     /// Loads CelebA from `dir` (holding `img_align_celeba/` and `list_eval_partition.txt`).
     ///
-    /// Every image the partition names must exist; with a cache directory, each split is
+    /// Every image the partition names must exist; with `list_attr_celeba.txt`, each item
+    /// carries its row of attributes (none if the file has no row for it); with a cache directory, each split is
     /// decoded once (in parallel) into `<cache_dir>/celeba-<split>-c<crop>-s<size>.u8`.
     pub fn load(dir: &Path, options: &CelebaOptions) -> Result<Self> {
         let images = dir.join("img_align_celeba");
@@ -201,14 +226,22 @@ impl CelebaSplits {
             None
         };
         let p = &options.preprocess;
+        let take = options.limit.unwrap_or(usize::MAX);
+        let rows = attributes.as_ref().map(|table| {
+            let names = Arc::<[String]>::from(table.names.clone());
+            let rows: Vec<_> = splits
+                .iter()
+                .map(|files| table.rows(files.iter().take(take)))
+                .collect();
+            (names, rows)
+        });
         let build = |split: usize, name: &str| -> Result<ImageFiles> {
-            let take = options.limit.unwrap_or(usize::MAX);
             let paths: Vec<PathBuf> = splits[split]
                 .iter()
                 .take(take)
                 .map(|f| images.join(f))
                 .collect();
-            match &options.cache_dir {
+            let files = match &options.cache_dir {
                 Some(cache_dir) => {
                     let crop = p.crop.map_or("sq".to_string(), |c| c.to_string());
                     let limit = options.limit.map_or(String::new(), |n| format!("-n{n}"));
@@ -216,10 +249,14 @@ impl CelebaSplits {
                         "celeba-{name}-c{crop}-s{}-ch{}{limit}.u8",
                         p.size, p.channels
                     );
-                    ImageFiles::cached(paths, *p, &cache_dir.join(file), options.progress)
+                    ImageFiles::cached(paths, *p, &cache_dir.join(file), options.progress)?
                 }
-                None => ImageFiles::decode(paths, *p),
-            }
+                None => ImageFiles::decode(paths, *p)?,
+            };
+            Ok(match &rows {
+                Some((names, rows)) => files.with_attributes(names.clone(), rows[split].clone()),
+                None => files,
+            })
         };
         Ok(Self {
             train: build(0, "train")?,

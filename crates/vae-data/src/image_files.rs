@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use burn::data::dataset::Dataset;
 use rayon::prelude::*;
 
-use crate::batcher::{ImageItem, ImageShape};
+use crate::batcher::{ImageAttributes, ImageItem, ImageShape};
 use crate::cache::ImageCache;
 use crate::error::{DataError, Result};
 use crate::preprocess::{Preprocess, image_size};
@@ -18,7 +18,8 @@ enum Storage {
     Decode,
 }
 
-/// Preprocessed images from files, one item per file.
+/// Preprocessed images from files, one item per file (with its attributes, when given with
+/// [`ImageFiles::with_attributes`]).
 ///
 /// Without a cache every read decodes a file (the loader's worker threads do this in parallel);
 /// with one, reads are a positioned read of C·H·W bytes. Either way the dataset is never held in
@@ -30,7 +31,15 @@ pub struct ImageFiles {
     paths: Arc<[PathBuf]>,
     storage: Arc<Storage>,
     preprocess: Preprocess,
+    attributes: Option<Attributes>,
     error: Arc<Mutex<Option<DataError>>>,
+}
+
+/// The attributes of every item: names shared, one row per file (`None`: none known).
+#[derive(Debug, Clone)]
+struct Attributes {
+    names: Arc<[String]>,
+    rows: Arc<[Option<Vec<bool>>]>,
 }
 
 impl ImageFiles {
@@ -62,7 +71,28 @@ impl ImageFiles {
             paths: paths.into(),
             storage: Arc::new(storage),
             preprocess,
+            attributes: None,
             error: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The same images, each with its attributes: `rows[i]` (one value per name; `None`: the
+    /// image has none) for item i.
+    ///
+    /// # Panics
+    /// If there is not one row per file, each with one value per name.
+    pub fn with_attributes(self, names: Arc<[String]>, rows: Vec<Option<Vec<bool>>>) -> Self {
+        assert_eq!(rows.len(), self.paths.len(), "one attribute row per image");
+        assert!(
+            rows.iter().flatten().all(|r| r.len() == names.len()),
+            "one value per attribute"
+        );
+        Self {
+            attributes: Some(Attributes {
+                names,
+                rows: rows.into(),
+            }),
+            ..self
         }
     }
 
@@ -99,6 +129,12 @@ impl Dataset<ImageItem> for ImageFiles {
             Ok(pixels) => Some(ImageItem {
                 pixels,
                 label: None,
+                attributes: self.attributes.as_ref().and_then(|a| {
+                    Some(ImageAttributes {
+                        names: a.names.clone(),
+                        values: a.rows[index].clone()?,
+                    })
+                }),
             }),
             Err(e) => {
                 if let Ok(mut slot) = self.error.lock() {

@@ -8,8 +8,10 @@
 //! * CelebA aligned & cropped ([`CelebaSplits`]) with the official split, centre-crop 148 →
 //!   resize 64, parallel decoding and an optional on-disk cache of preprocessed images;
 //! * any folder of images ([`ImageFolderSplits`]);
-//! * burn [`Dataset`](burn::data::dataset::Dataset)s of [`ImageItem`] and the [`ImageBatcher`]
-//!   that stacks them into `[N, C·H·W]` tensors in [0, 1];
+//! * burn [`Dataset`](burn::data::dataset::Dataset)s of [`ImageItem`] (with class labels or
+//!   CelebA's attributes where the dataset has them) and the [`ImageBatcher`] that stacks them
+//!   into `[N, C·H·W]` tensors in [0, 1], and, for a conditional model, each item's condition
+//!   ([`ConditionSource`]: its label one-hot, or chosen attributes as 0/1);
 //! * [`load_dataset`]: any of them by name in one call, with [`DataOptions`];
 //! * [`locate`]: an explicit directory, then `$VAE_DATA_DIR/<name>`, then a system copy, then a
 //!   verified, resumable download from the [`registry`] of official URLs and SHA-256 sums.
@@ -35,6 +37,7 @@ mod batcher;
 mod by_name;
 mod cache;
 mod celeba;
+mod condition;
 pub mod download;
 mod error;
 mod idx;
@@ -47,13 +50,14 @@ mod preprocess;
 pub mod registry;
 mod settings;
 
-pub use batcher::{ImageBatch, ImageBatcher, ImageItem, ImageShape, LabelError, check_labels};
+pub use batcher::{ImageAttributes, ImageBatch, ImageBatcher, ImageItem, ImageShape};
 pub use by_name::{
     DataHealth, DataOptions, DataSplits, IMAGE_FOLDER, dataset_defaults, dataset_names,
     load_dataset,
 };
 pub use cache::ImageCache;
 pub use celeba::{CelebaAttributes, CelebaOptions, CelebaSplits, read_attributes, read_partition};
+pub use condition::{ConditionError, ConditionSource, check_conditions};
 pub use download::Downloader;
 pub use error::{DataError, Result};
 pub use idx::{IdxArray, IdxImages, IdxLabels, MAX_IDX_BYTES, parse_idx, read_idx};

@@ -157,6 +157,7 @@ impl Dataset<ImageItem> for IdxDataset {
         Some(ImageItem {
             pixels: self.transform.apply(index, self.images.image(i)),
             label: self.labels.as_ref().map(|l| l.labels[i] as u32),
+            attributes: None,
         })
     }
 

@@ -2,11 +2,13 @@
 
 mod common;
 
+use burn::backend::NdArray;
+use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use common::{jpeg, tempdir, write_celeba_dir};
 use vae_data::{
-    CelebaOptions, CelebaSplits, DataError, DataRoots, ImageFolderOptions, ImageFolderSplits,
-    Preprocess, locate,
+    CelebaOptions, CelebaSplits, ConditionError, ConditionSource, DataError, DataRoots,
+    ImageBatcher, ImageFolderOptions, ImageFolderSplits, Preprocess, check_conditions, locate,
 };
 
 fn options(cache: Option<&std::path::Path>) -> CelebaOptions {
@@ -32,6 +34,110 @@ fn celeba_loads_with_the_official_split_and_preprocessing() {
     let attributes = splits.attributes.unwrap();
     assert_eq!(attributes.names, vec!["Smiling", "Young"]);
     assert_eq!(attributes.values["000002.jpg"], vec![-1, -1]);
+}
+
+#[test]
+fn celeba_items_carry_their_attributes_and_the_chosen_ones_become_the_condition() {
+    let dir = tempdir();
+    let cache = tempdir();
+    let names = write_celeba_dir(dir.path(), 20);
+    // The fixture's partition: image i goes to valid when i mod 10 = 8, test when 9.
+    let test_files: Vec<usize> = (0..names.len()).filter(|i| i % 10 == 9).collect();
+    let train_files: Vec<usize> = (0..names.len()).filter(|i| i % 10 < 8).collect();
+    for cache_dir in [None, Some(cache.path())] {
+        let splits = CelebaSplits::load(dir.path(), &options(cache_dir)).unwrap();
+        for (k, &i) in train_files.iter().enumerate() {
+            let attributes = splits.train.get(k).unwrap().attributes.unwrap();
+            assert_eq!(
+                (attributes.get("Smiling"), attributes.get("Young")),
+                (Some(i % 2 == 0), Some(i % 3 == 0)),
+                "{}",
+                names[i]
+            );
+        }
+        // A batcher conditioned on (Young, Smiling): the model's order, not the file's.
+        let source = ConditionSource::Attributes(vec!["Young".into(), "Smiling".into()]);
+        check_conditions(&splits.test, &source).unwrap();
+        let items: Vec<_> = (0..splits.test.len())
+            .map(|k| splits.test.get(k).unwrap())
+            .collect();
+        let batch = <ImageBatcher as Batcher<NdArray, _, _>>::batch(
+            &ImageBatcher::conditioned(source),
+            items,
+            &Default::default(),
+        );
+        let conditions = batch.conditions.expect("attribute conditions");
+        assert_eq!(conditions.dims(), [test_files.len(), 2]);
+        let expected: Vec<f32> = test_files
+            .iter()
+            .flat_map(|i| [(i % 3 == 0) as u8 as f32, (i % 2 == 0) as u8 as f32])
+            .collect();
+        assert_eq!(conditions.into_data().to_vec::<f32>().unwrap(), expected);
+        let unknown = ConditionSource::Attributes(vec!["Smile".into()]);
+        assert_eq!(
+            check_conditions(&splits.train, &unknown),
+            Err(ConditionError::UnknownAttribute {
+                index: 0,
+                name: "Smile".into(),
+                known: vec!["Smiling".into(), "Young".into()],
+            })
+        );
+    }
+
+    // An image without its attribute row loads without attributes (an unconditional run never
+    // asks), and a condition on them names the example.
+    let attribute_file = dir.path().join("list_attr_celeba.txt");
+    let text = std::fs::read_to_string(&attribute_file).unwrap();
+    let without: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("000007.jpg"))
+        .collect();
+    let without = without.join("\n").replacen("20\n", "19\n", 1);
+    std::fs::write(&attribute_file, without).unwrap();
+    let splits = CelebaSplits::load(dir.path(), &options(None)).unwrap();
+    let k = train_files
+        .iter()
+        .position(|&i| names[i] == "000007.jpg")
+        .unwrap();
+    assert!(splits.train.get(k).unwrap().attributes.is_none());
+    assert!(splits.train.get(k + 1).unwrap().attributes.is_some());
+    assert_eq!(
+        check_conditions(
+            &splits.train,
+            &ConditionSource::Attributes(vec!["Young".into()])
+        ),
+        Err(ConditionError::MissingAttributes { index: k })
+    );
+
+    // A header naming an attribute twice is refused, by line.
+    std::fs::write(
+        &attribute_file,
+        text.replacen("Smiling Young", "Smiling Smiling", 1),
+    )
+    .unwrap();
+    let message = CelebaSplits::load(dir.path(), &options(None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("list_attr_celeba.txt:2") && message.contains("named twice"),
+        "{message}"
+    );
+
+    // Without the attribute file the images have none, and a condition on them says where
+    // they come from.
+    std::fs::remove_file(&attribute_file).unwrap();
+    let splits = CelebaSplits::load(dir.path(), &options(None)).unwrap();
+    assert!(splits.train.get(0).unwrap().attributes.is_none());
+    let missing = check_conditions(
+        &splits.train,
+        &ConditionSource::Attributes(vec!["Smiling".into()]),
+    )
+    .unwrap_err();
+    assert_eq!(missing, ConditionError::MissingAttributes { index: 0 });
+    assert!(
+        missing.to_string().contains("list_attr_celeba.txt"),
+        "{missing}"
+    );
 }
 
 #[test]

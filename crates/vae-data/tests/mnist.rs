@@ -9,8 +9,8 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use common::{tempdir, write_mnist_dir};
 use vae_data::{
-    DataRoots, IdxOptions, IdxSplits, ImageBatcher, LabelError, MnistFamily, Origin, PixelMode,
-    ValidSize, check_labels, locate,
+    ConditionError, ConditionSource, DataRoots, IdxOptions, IdxSplits, ImageBatcher, MnistFamily,
+    Origin, PixelMode, ValidSize, check_conditions, locate,
 };
 
 #[test]
@@ -136,10 +136,10 @@ fn a_class_batcher_gives_each_label_one_hot_and_labels_are_checked_before() {
         .is_none()
     );
 
-    check_labels(&splits.test, 10).unwrap();
+    check_conditions(&splits.test, &ConditionSource::Classes(10)).unwrap();
     assert_eq!(
-        check_labels(&splits.test, 8),
-        Err(LabelError::OutOfRange {
+        check_conditions(&splits.test, &ConditionSource::Classes(8)),
+        Err(ConditionError::LabelOutOfRange {
             index: 8,
             label: 8,
             classes: 8
@@ -150,8 +150,8 @@ fn a_class_batcher_gives_each_label_one_hot_and_labels_are_checked_before() {
         std::fs::remove_file(dir.path().join(format!("{split}-labels-idx1-ubyte.gz"))).unwrap();
     }
     let unlabelled = IdxSplits::load(dir.path(), MnistFamily::FashionMnist, options).unwrap();
-    let missing = check_labels(&unlabelled.train, 10).unwrap_err();
-    assert_eq!(missing, LabelError::Missing { index: 0 });
+    let missing = check_conditions(&unlabelled.train, &ConditionSource::Classes(10)).unwrap_err();
+    assert_eq!(missing, ConditionError::MissingLabel { index: 0 });
     assert!(
         missing.to_string().contains("labels-idx1-ubyte"),
         "{missing}"

@@ -374,7 +374,7 @@ impl ConvVaeConfig {
 
     /// C, the condition values per example (0: unconditional).
     pub fn condition_dim(&self) -> usize {
-        self.condition.map_or(0, |c| c.width())
+        self.condition.as_ref().map_or(0, ConditionConfig::width)
     }
 
     /// The encoder half.
@@ -394,7 +394,7 @@ impl ConvVaeConfig {
     pub fn validate(&self) -> Result<(), ArchitectureError> {
         self.prior.unwrap_or_default().validate()?;
         self.posterior.unwrap_or_default().validate()?;
-        validate_condition(self.condition, self.prior)?;
+        validate_condition(self.condition.as_ref(), self.prior)?;
         if self.latent_dim == 0 {
             return Err(ArchitectureError::LatentDim);
         }
@@ -421,7 +421,7 @@ impl ConvVaeConfig {
                 .unwrap_or_default()
                 .init(self.latent_dim, device),
         )
-        .with_condition(self.condition_dim()))
+        .with_condition(self.condition.clone()))
     }
 
     /// Builds the VAE (burn's `init` convention).

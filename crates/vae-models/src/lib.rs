@@ -46,7 +46,10 @@ mod vae;
 
 pub use activation::Activation;
 pub use architecture::{Architecture, ArchitectureError, ImageShape};
-pub use condition::{ConditionConfig, Conditioned, one_hot_classes};
+pub use condition::{
+    ConditionConfig, ConditionValue, ConditionValueError, Conditioned, condition_vector,
+    one_hot_classes,
+};
 pub use conv::{ConvDecoder, ConvDecoderConfig, ConvEncoder, ConvEncoderConfig, ConvVaeConfig};
 pub use decoder::{Decoder, TrainableDecoder};
 pub use encoder::{Encoder, TrainableEncoder};

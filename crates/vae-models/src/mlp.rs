@@ -187,7 +187,7 @@ impl MlpVaeConfig {
 
     /// C, the condition values per example (0: unconditional).
     pub fn condition_dim(&self) -> usize {
-        self.condition.map_or(0, |c| c.width())
+        self.condition.as_ref().map_or(0, ConditionConfig::width)
     }
 
     /// The encoder half (its input is `[x | c]`, D + C values).
@@ -220,7 +220,7 @@ impl MlpVaeConfig {
         }
         self.prior.unwrap_or_default().validate()?;
         self.posterior.unwrap_or_default().validate()?;
-        validate_condition(self.condition, self.prior)?;
+        validate_condition(self.condition.as_ref(), self.prior)?;
         self.likelihood.validate()
     }
 
@@ -242,7 +242,7 @@ impl MlpVaeConfig {
             Vae::new(self.encoder().init(device), self.decoder().init(device))
                 .with_prior(prior)
                 .with_flow(flow)
-                .with_condition(self.condition_dim()),
+                .with_condition(self.condition.clone()),
         )
     }
 

@@ -3,13 +3,15 @@
 use std::marker::PhantomData;
 
 use burn::module::Module;
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 use vae_core::{
     DiagonalGaussian, Elbo, FlowPosterior, ImportanceSampling, KlEstimator, ObservationModel,
     Posterior, Prior, StandardNormal, iwae_bound,
 };
 
-use crate::condition::Conditioned;
+use crate::condition::{
+    ConditionConfig, ConditionValue, ConditionValueError, Conditioned, condition_vector,
+};
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::iaf::Iaf;
@@ -46,10 +48,10 @@ pub struct Vae<B: Backend, E: Module<B>, D: Module<B>> {
     /// The posterior's flow; `None` is the encoder's Gaussian (and what the weights of runs
     /// from before flows existed load as).
     pub flow: Option<Iaf<B>>,
-    /// C, the condition values per example; 0: unconditional. Not a parameter: a model's
+    /// What the model is conditioned on; `None`: unconditional. Not a parameter: a model's
     /// configuration decides it.
     #[module(skip)]
-    condition_dim: usize,
+    condition: Option<ConditionConfig>,
     backend: PhantomData<B>,
 }
 
@@ -76,28 +78,50 @@ impl<B: Backend, E: Encoder<B>, D: Decoder<B>> Vae<B, E, D> {
             decoder,
             prior: None,
             flow: None,
-            condition_dim: 0,
+            condition: None,
             backend: PhantomData,
         }
     }
 
-    /// The same VAE conditioned on `width` values per example (0: unconditional). The
-    /// encoder must take D + `width` inputs and the decoder L + `width` (see [`Vae`]).
-    pub fn with_condition(self, width: usize) -> Self {
-        Self {
-            condition_dim: width,
-            ..self
-        }
+    /// The same VAE conditioned on `condition` (`None`: unconditional), C =
+    /// `condition.width()` values per example. The encoder must take D + C inputs and the
+    /// decoder L + C (see [`Vae`]); `condition` should pass [`ConditionConfig::validate`] (the
+    /// built-in configurations check it before building).
+    pub fn with_condition(self, condition: Option<ConditionConfig>) -> Self {
+        Self { condition, ..self }
+    }
+
+    /// What the model is conditioned on (`None`: unconditional).
+    pub fn condition(&self) -> Option<&ConditionConfig> {
+        self.condition.as_ref()
     }
 
     /// C, the condition values per example (0 for an unconditional VAE).
     pub fn condition_dim(&self) -> usize {
-        self.condition_dim
+        self.condition.as_ref().map_or(0, ConditionConfig::width)
+    }
+
+    /// The condition `[n, C]` that gives each of `n` examples `value` (e.g. to draw 16 of
+    /// class 3: `vae.sample_given(vae.condition_of(&ConditionValue::Class(3), 16, &device)?)`);
+    /// an error if the model cannot take `value` (unconditional, another kind of condition, a
+    /// class out of range, an attribute it does not know).
+    pub fn condition_of(
+        &self,
+        value: &ConditionValue,
+        n: usize,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 2>, ConditionValueError> {
+        let c = condition_vector(self.condition.as_ref(), value)?;
+        let width = c.len();
+        Ok(Tensor::from_data(
+            TensorData::new(c.repeat(n), [n, width]),
+            device,
+        ))
     }
 
     /// The condition of `n` examples, checked against the model's.
     fn checked_condition(&self, condition: Option<Tensor<B, 2>>, n: usize) -> Option<Tensor<B, 2>> {
-        match (self.condition_dim, condition) {
+        match (self.condition_dim(), condition) {
             (0, None) => None,
             (0, Some(c)) => panic!(
                 "this VAE is unconditional, but a condition of shape {:?} was given",
@@ -168,7 +192,7 @@ impl<B: Backend, E: Encoder<B>, D: Decoder<B>> Vae<B, E, D> {
                 // The pseudo-inputs are data without a condition: ConditionConfig::validate_with
                 // refuses the pair in configurations; this catches hand-built models.
                 assert!(
-                    self.condition_dim == 0 || !matches!(learned, LearnedPrior::Vamp(_)),
+                    self.condition.is_none() || !matches!(learned, LearnedPrior::Vamp(_)),
                     "a VampPrior cannot be used with a conditional VAE"
                 );
                 PriorDistribution::Mixture(learned.distribution(&self.encoder))

@@ -8,8 +8,8 @@ use vae_core::{
     DiagonalGaussian, Gaussian, ImportanceSampling, KlEstimator, ObservationModel, Prior,
 };
 use vae_models::{
-    Architecture, ArchitectureError, ConditionConfig, Conditioned, ConvVaeConfig, Decoder, Encoder,
-    ImageShape, MlpVaeConfig, PriorConfig, Vae, one_hot_classes,
+    Architecture, ArchitectureError, ConditionConfig, ConditionValue, Conditioned, ConvVaeConfig,
+    Decoder, Encoder, ImageShape, MlpVaeConfig, PriorConfig, Vae, one_hot_classes,
 };
 
 type T = NdArray<f64>;
@@ -139,7 +139,7 @@ impl LinearGaussian {
             weight: Param::from_tensor(matrix(&dec, device)),
             log_sigma: self.sigma.ln(),
         };
-        Vae::new(encoder, decoder).with_condition(k)
+        Vae::new(encoder, decoder).with_condition(Some(ConditionConfig::Class { classes: k }))
     }
 }
 
@@ -291,7 +291,7 @@ fn a_conditional_model_without_its_condition_says_so() {
 fn built_in_models_take_the_condition_and_their_samples_depend_on_it() {
     let device = Default::default();
     let condition = ConditionConfig::Class { classes: 4 };
-    let mlp = MlpVaeConfig::new(16, vec![8], 3).with_condition(Some(condition));
+    let mlp = MlpVaeConfig::new(16, vec![8], 3).with_condition(Some(condition.clone()));
     let conv = ConvVaeConfig::new(ImageShape::new(1, 16, 16), vec![4, 8], 3)
         .with_condition(Some(condition));
     let c = one_hot_classes::<T>(&[0, 1, 2, 3], 4, &device);
@@ -392,4 +392,92 @@ fn the_condition_is_configured_in_toml_validated_by_key_and_absent_by_default() 
         .with_condition(Some(ConditionConfig::Class { classes: 10 }))
         .with_prior(Some(PriorConfig::Mixture { components: 3 }));
     mixture.validate().unwrap();
+}
+
+#[test]
+fn attributes_are_a_condition_by_name_validated_and_turned_into_vectors() {
+    let toml_text = r#"
+        kind = "mlp"
+        input_dim = 16
+        hidden = [8]
+        latent_dim = 3
+        activation = "relu"
+        likelihood = { kind = "bernoulli" }
+        condition = { kind = "attributes", names = ["Smiling", "Eyeglasses", "Male"] }
+    "#;
+    let arch: Architecture = toml::from_str(toml_text).unwrap();
+    let Architecture::Mlp(c) = &arch else {
+        panic!("mlp expected")
+    };
+    let condition = c.condition.clone().expect("a condition");
+    assert_eq!(condition.width(), 3);
+    assert_eq!(c.encoder().input_dim, 19);
+    assert_eq!(c.decoder().latent_dim, 6);
+    let back: Architecture = toml::from_str(&toml::to_string(&arch).unwrap()).unwrap();
+    assert_eq!(
+        toml::to_string(&back).unwrap(),
+        toml::to_string(&arch).unwrap()
+    );
+
+    // A value names the attributes present, in any order; the vector follows the model's.
+    let on =
+        |names: &[&str]| ConditionValue::Attributes(names.iter().map(|n| n.to_string()).collect());
+    assert_eq!(
+        condition.vector(&on(&["Male", "Smiling"])).unwrap(),
+        vec![1.0, 0.0, 1.0]
+    );
+    assert_eq!(condition.vector(&on(&[])).unwrap(), vec![0.0; 3]);
+    let unknown = condition.vector(&on(&["Smiling", "Young"])).unwrap_err();
+    assert!(
+        unknown.to_string().contains("'Young'")
+            && unknown.to_string().contains("Smiling, Eyeglasses, Male"),
+        "{unknown}"
+    );
+    assert!(condition.vector(&ConditionValue::Class(0)).is_err());
+    // The picture's rows: none, then each attribute alone.
+    let rows = condition.picture_rows();
+    let labels: Vec<&str> = rows.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(labels, ["none", "Smiling", "Eyeglasses", "Male"]);
+    assert_eq!(rows[2].1, vec![0.0, 1.0, 0.0]);
+    let classes = ConditionConfig::Class { classes: 3 };
+    assert_eq!(
+        classes.vector(&ConditionValue::Class(2)).unwrap(),
+        vec![0.0, 0.0, 1.0]
+    );
+    assert!(
+        classes
+            .vector(&ConditionValue::Class(3))
+            .unwrap_err()
+            .to_string()
+            .contains("0 to 2")
+    );
+    assert_eq!(classes.picture_rows().len(), 3);
+
+    // The model's condition_of: [n, C] rows of the value; refused for an unconditional model.
+    let device = Default::default();
+    let vae = c.init::<T>(&device);
+    let given = vae.condition_of(&on(&["Eyeglasses"]), 2, &device).unwrap();
+    assert_eq!(values(given), vec![0.0, 1.0, 0.0, 0.0, 1.0, 0.0]);
+    let plain = MlpVaeConfig::new(16, vec![8], 3).init::<T>(&device);
+    let refused = plain
+        .condition_of(&ConditionValue::Class(1), 2, &device)
+        .unwrap_err();
+    assert!(refused.to_string().contains("not conditional"), "{refused}");
+
+    for (names, problem) in [
+        (vec![], "at least one"),
+        (vec!["Smiling", "Smiling"], "twice"),
+        (vec!["Smiling,Male"], "not an attribute name"),
+        (vec!["Big Nose"], "not an attribute name"),
+    ] {
+        let names = names.into_iter().map(String::from).collect();
+        let config = MlpVaeConfig::new(16, vec![8], 3)
+            .with_condition(Some(ConditionConfig::Attributes { names }));
+        let error = config.validate().unwrap_err();
+        assert!(
+            matches!(&error, ArchitectureError::Setting { key, .. } if key == "condition.names")
+                && error.to_string().contains(problem),
+            "{error}"
+        );
+    }
 }

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use burn::data::dataset::Dataset;
+use burn::data::dataset::{Dataset, InMemDataset};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use image::{GrayImage, RgbImage};
 use vae_core::{Posterior, Prior};
 use vae_data::{ImageItem, ImageShape};
-use vae_models::{Conditioned, Decoder, Encoder, Vae};
+use vae_models::{ConditionConfig, Conditioned, Decoder, Encoder, Vae};
 
 use crate::error::TrainError;
 use crate::evaluate::{batcher_for, batches};
@@ -145,13 +145,35 @@ fn latents<B: Backend>(
     Conditioned::new(z, c)
 }
 
+/// The condition-by-sample picture's images, row by row: `columns` draws z ~ p(z), each decoded
+/// (its mean) under every condition of [`ConditionConfig::picture_rows`] (each class; or no
+/// attribute, then each attribute alone), the first `max_rows` of them if given.
+/// `[rows · columns, D]`.
+pub fn condition_by_sample<B: Backend, E: Encoder<B>, D: Decoder<B>>(
+    vae: &Vae<B, E, D>,
+    condition: &ConditionConfig,
+    columns: usize,
+    max_rows: Option<usize>,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let z = host(vae.prior().sample(1, columns, device));
+    let (mut grid, mut conditions) = (Vec::new(), Vec::new());
+    let rows = condition.picture_rows();
+    for (_, c) in rows.into_iter().take(max_rows.unwrap_or(usize::MAX)) {
+        grid.extend_from_slice(&z);
+        conditions.extend(c.repeat(columns));
+    }
+    vae.decode_mean(latents(grid, vae.latent_dim(), conditions, device))
+}
+
 /// Writes `reconstructions.png`, `samples.png`, `interpolation.png`, `traversal.png` and, for a
 /// 2-D latent space, `manifold.png` into `dir`, from the first examples of `data`.
 ///
 /// For a conditional model each picture decodes with the conditions of the examples it starts
 /// from (interpolations mix the two endpoints' conditions as they mix their latents), and
-/// `samples.png` is the class-by-sample picture: row k decodes class k, and each column keeps
-/// one z ~ p(z) across the classes.
+/// `samples.png` is the condition-by-sample picture ([`condition_by_sample`]): one row per
+/// class (or per attribute, after a row without any; the first 16 rows), and each column keeps
+/// one z ~ p(z) across the rows.
 pub fn write_model_pictures<B: Backend, E: Encoder<B>, D: Decoder<B>>(
     vae: &Vae<B, E, D>,
     data: &dyn Dataset<ImageItem>,
@@ -161,8 +183,14 @@ pub fn write_model_pictures<B: Backend, E: Encoder<B>, D: Decoder<B>>(
 ) -> Result<(), TrainError> {
     let l = vae.latent_dim();
     let width = vae.condition_dim();
-    let batcher = batcher_for(vae, data, "test")?;
-    let batch = batches::<B>(data, batcher, 16.min(data.len()), device)
+    // The first 16 examples, held: only their conditions are checked, not the whole split's.
+    let first = InMemDataset::new(
+        (0..16.min(data.len()))
+            .filter_map(|i| data.get(i))
+            .collect(),
+    );
+    let batcher = batcher_for(vae, &first, "test")?;
+    let batch = batches::<B>(&first, batcher, 16, device)
         .next()
         .ok_or(TrainError::EmptySplit { split: "test" })??;
     let (x, conditions) = (batch.images, batch.conditions);
@@ -182,19 +210,9 @@ pub fn write_model_pictures<B: Backend, E: Encoder<B>, D: Decoder<B>>(
     }
     save_grid(&dir.join("reconstructions.png"), &grid, dims, 8.min(n))?;
 
-    let samples = if width == 0 {
-        vae.sample(64, device)
-    } else {
-        let columns = 8;
-        let z = host(vae.prior().sample(1, columns, device));
-        let (mut grid, mut classes) = (Vec::new(), Vec::new());
-        for class in 0..width.min(16) {
-            grid.extend_from_slice(&z);
-            for _ in 0..columns {
-                classes.extend(vae_core::one_hot([class].into_iter(), width));
-            }
-        }
-        vae.decode_mean(latents(grid, l, classes, device))
+    let samples = match vae.condition() {
+        None => vae.sample(64, device),
+        Some(condition) => condition_by_sample(vae, condition, 8, Some(16), device),
     };
     save_grid(&dir.join("samples.png"), &rows(samples), dims, 8)?;
 

@@ -49,22 +49,19 @@ pub enum TrainError {
         /// Which split.
         split: &'static str,
     },
-    /// A class-conditional model on data without usable class labels.
+    /// A conditional model on data without what its condition is made from (class labels,
+    /// attributes).
     #[error("model.condition: the {split} data cannot condition the model: {error}")]
-    Labels {
+    Conditions {
         /// Which split.
         split: &'static str,
         /// What is wrong.
-        error: vae_data::LabelError,
+        error: vae_data::ConditionError,
     },
-    /// A class to sample that the model does not have.
-    #[error("class {class}: {problem}")]
-    SampleClass {
-        /// The class asked for.
-        class: usize,
-        /// Why it cannot be sampled.
-        problem: String,
-    },
+    /// A condition to sample under that the model cannot take (a class it does not have, an
+    /// attribute it was not conditioned on, any condition for an unconditional model).
+    #[error(transparent)]
+    SampleCondition(#[from] vae_models::ConditionValueError),
     /// `Trainer::fit` was called before `data` or `data_with`.
     #[error("no training data was given")]
     NoData,

@@ -5,9 +5,10 @@ use burn::data::dataset::Dataset;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use vae_core::{ElboSummary, ImportanceSampling, bits_per_dim, bits_per_dim_8bit};
-use vae_data::{DataError, ImageBatch, ImageBatcher, ImageItem, PixelMode};
+use vae_data::{DataError, ImageBatch, ImageBatcher, ImageItem, PixelMode, check_conditions};
 use vae_models::{Conditioned, Decoder, Encoder, Likelihood, Vae};
 
+use crate::condition::condition_source;
 use crate::error::TrainError;
 
 /// How bits per dimension are computed from nats.
@@ -81,19 +82,20 @@ pub struct TestMetrics {
     pub is_examples: Option<usize>,
 }
 
-/// The batcher for `vae` on `data` (the `split`): one-hot class labels as the conditions of a
-/// conditional model, after checking every example has a label it has a class for.
+/// The batcher for `vae` on `data` (the `split`): for a conditional model, one that makes each
+/// example's condition ([`condition_source`]), after checking every example has what it needs.
 pub fn batcher_for<B: Backend, E: Encoder<B>, D: Decoder<B>>(
     vae: &Vae<B, E, D>,
     data: &dyn Dataset<ImageItem>,
     split: &'static str,
 ) -> Result<ImageBatcher, TrainError> {
-    match vae.condition_dim() {
-        0 => Ok(ImageBatcher::new()),
-        classes => {
-            vae_data::check_labels(data, classes)
-                .map_err(|error| TrainError::Labels { split, error })?;
-            Ok(ImageBatcher::one_hot_classes(classes))
+    match vae.condition() {
+        None => Ok(ImageBatcher::new()),
+        Some(condition) => {
+            let source = condition_source(condition);
+            check_conditions(data, &source)
+                .map_err(|error| TrainError::Conditions { split, error })?;
+            Ok(ImageBatcher::conditioned(source))
         }
     }
 }

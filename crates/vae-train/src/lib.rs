@@ -35,6 +35,7 @@ mod adam;
 pub mod artifacts;
 pub mod backend;
 pub mod checkpoint;
+mod condition;
 mod config;
 mod error;
 pub mod evaluate;

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use burn::data::dataset::Dataset;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use vae_core::{ImageShape, ImportanceSampling, Prior};
-use vae_data::{DataSplits, ImageItem, check_labels, load_dataset};
+use vae_core::{ImageShape, ImportanceSampling};
+use vae_data::{DataSplits, ImageItem, load_dataset};
 use vae_models::{
-    ConditionConfig, Conditioned, TrainableDecoder, TrainableEncoder, Vae, one_hot_classes, persist,
+    ConditionValue, TrainableDecoder, TrainableEncoder, Vae, condition_vector, persist,
 };
 
 use crate::artifacts;
@@ -150,20 +150,12 @@ pub fn train_run<S: ModelSpec, B: AutodiffBackend>(
 }
 
 /// Checks, before anything is written, that every split can condition a conditional model
-/// (every example has a class label the model has a class for).
+/// (every example has a class label the model has a class for, or the attributes it names).
 fn check_conditions<S: ModelSpec>(model: &S, data: &DataSplits) -> Result<(), TrainError> {
-    let Some(ConditionConfig::Class { classes }) = model.condition() else {
-        return Ok(());
-    };
-    for (split, examples) in [
-        ("train", &data.train),
-        ("valid", &data.valid),
-        ("test", &data.test),
-    ] {
-        check_labels(examples.as_ref(), classes)
-            .map_err(|error| TrainError::Labels { split, error })?;
+    match model.condition() {
+        Some(condition) => crate::condition::check_splits(&condition, data),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 struct TrainVisitor<'a, S, B: AutodiffBackend> {
@@ -191,8 +183,9 @@ impl<S: ModelSpec, B: AutodiffBackend> ModelVisitor<B> for TrainVisitor<'_, S, B
             options,
             earlier,
         } = self;
+        // train_run checked every split's conditions before writing anything.
         let mut trainer = Trainer::new(model, device.clone())
-            .data(data.train.clone(), data.valid.clone())
+            .data_checked(data.train.clone(), data.valid.clone())
             .config(config.training.clone())
             .run_dir(run.path())
             .resume(options.resume)
@@ -379,13 +372,16 @@ impl<B: AutodiffBackend> ModelVisitor<B> for EvalVisitor<'_, B> {
 /// Draws `n` samples from a trained run's prior with backend `B` (seeded with `seed`) and
 /// writes them as a PNG grid to `out`.
 ///
-/// A class-conditional model draws `n` samples of class `class`, or, without one, `n` of every
-/// class: the class-by-sample picture, one row per class, each column one z ~ p(z) decoded
-/// under every class. `class` on an unconditional model, or out of range, is an error.
+/// A conditional model draws `n` samples under `condition` (a class, or the attributes
+/// present), or, without one, the condition-by-sample picture: one row per condition of
+/// [`picture_rows`](vae_models::ConditionConfig::picture_rows) (each class; or no attribute, then each attribute alone),
+/// each column one z ~ p(z) decoded under every row's condition. A condition the model cannot
+/// take (an unconditional model, a class out of range, an attribute it does not know) is
+/// [`TrainError::SampleCondition`].
 pub fn sample_run<S: ModelSpec, B: AutodiffBackend>(
     run: &RunDir,
     n: usize,
-    class: Option<usize>,
+    condition: Option<ConditionValue>,
     seed: u64,
     out: &Path,
     device: &B::Device,
@@ -394,12 +390,19 @@ pub fn sample_run<S: ModelSpec, B: AutodiffBackend>(
         return Err(TrainError::NoSamples);
     }
     let config: RunConfig<S> = run.read_config()?;
+    // A condition the model cannot take is refused before anything is loaded.
+    if let Some(value) = &condition {
+        condition_vector(config.model.condition().as_ref(), value)?;
+    }
     let shape = run.read_info()?.shape;
     if let Some(shape) = shape.or_else(|| config.model.image_shape()) {
         crate::memory::check(
             &format!("{n} samples"),
             crate::memory::sampling_bytes(
-                n * config.model.condition().map_or(1, |c| c.width()),
+                n * config
+                    .model
+                    .condition()
+                    .map_or(1, |c| c.picture_rows().len()),
                 shape.num_values(),
             ),
             "draw fewer samples",
@@ -411,7 +414,7 @@ pub fn sample_run<S: ModelSpec, B: AutodiffBackend>(
         SampleVisitor {
             weights: run.weights_file(),
             n,
-            class,
+            condition,
             device,
         },
     )??;
@@ -427,7 +430,7 @@ pub fn sample_run<S: ModelSpec, B: AutodiffBackend>(
 struct SampleVisitor<'a, B: AutodiffBackend> {
     weights: PathBuf,
     n: usize,
-    class: Option<usize>,
+    condition: Option<ConditionValue>,
     device: &'a B::Device,
 }
 
@@ -440,34 +443,22 @@ impl<B: AutodiffBackend> ModelVisitor<B> for SampleVisitor<'_, B> {
         model: Vae<B, E, D>,
     ) -> Self::Output {
         let Self {
-            n, class, device, ..
+            n,
+            condition,
+            device,
+            ..
         } = self;
         let square = (n as f64).sqrt().ceil() as usize;
-        let classes = model.condition_dim();
-        match (classes, class) {
-            (0, Some(class)) => Err(TrainError::SampleClass {
-                class,
-                problem: "the model is not conditional (it has no model.condition)".into(),
-            }),
-            (classes, Some(class)) if class >= classes => Err(TrainError::SampleClass {
-                class,
-                problem: format!("the model has {classes} classes: 0 to {}", classes - 1),
-            }),
-            (0, None) => {
-                let model = persist::load_safetensors(model.valid(), &self.weights)?;
-                Ok((artifacts::rows(model.sample(n, device)), square))
-            }
-            (classes, Some(class)) => {
-                let model = persist::load_safetensors(model.valid(), &self.weights)?;
-                let condition = one_hot_classes(&vec![class; n], classes, device);
-                Ok((artifacts::rows(model.sample_given(condition)), square))
-            }
-            (classes, None) => {
-                let model = persist::load_safetensors(model.valid(), &self.weights)?;
-                let z = model.prior().sample(1, n, device).repeat_dim(1, classes);
-                let labels: Vec<usize> = (0..classes).flat_map(|k| vec![k; n]).collect();
-                let condition = one_hot_classes(&labels, classes, device);
-                let images = model.decode_mean(Conditioned::given(z, condition));
+        let model = persist::load_safetensors(model.valid(), &self.weights)?;
+        let given = match &condition {
+            Some(value) => Some(model.condition_of(value, n, device)?),
+            None => None,
+        };
+        match (given, model.condition()) {
+            (Some(c), _) => Ok((artifacts::rows(model.sample_given(c)), square)),
+            (None, None) => Ok((artifacts::rows(model.sample(n, device)), square)),
+            (None, Some(condition)) => {
+                let images = artifacts::condition_by_sample(&model, condition, n, None, device);
                 Ok((artifacts::rows(images), n))
             }
         }

@@ -33,7 +33,8 @@ pub trait ModelSpec: Serialize + DeserializeOwned + Clone + Debug + Send + Sync 
     }
 
     /// What the model is conditioned on, when it is one of the built-in conditions (the run
-    /// machinery then gives it one-hot class labels); `None` (the default): unconditional.
+    /// machinery then gives it each example's class label one-hot, or its named attributes as
+    /// 0/1); `None` (the default): unconditional.
     fn condition(&self) -> Option<ConditionConfig> {
         None
     }
@@ -100,8 +101,8 @@ impl ModelSpec for Architecture {
 
     fn condition(&self) -> Option<ConditionConfig> {
         match self {
-            Self::Mlp(c) => c.condition,
-            Self::Conv(c) => c.condition,
+            Self::Mlp(c) => c.condition.clone(),
+            Self::Conv(c) => c.condition.clone(),
         }
     }
 

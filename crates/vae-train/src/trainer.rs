@@ -19,13 +19,14 @@ use burn::train::{
     TrainingStrategy,
 };
 use vae_core::{BetaTcObjective, ElboObjective, ImportanceBound, KlEstimator};
-use vae_data::{DataHealth, ImageBatch, ImageBatcher, ImageItem};
+use vae_data::{DataHealth, ImageBatch, ImageBatcher, ImageItem, check_conditions};
 use vae_models::{TrainableDecoder, TrainableEncoder, Vae};
 
 use crate::checkpoint::{
     CheckpointFileError, CheckpointLog, CheckpointMarker, Checkpointing, checkpoints_dir,
     load_record,
 };
+use crate::condition::condition_source;
 use crate::config::{LrSchedule, TrainingConfig};
 use crate::error::TrainError;
 use crate::metrics::{Kl, LogLikelihood, NegElbo, TermMetric};
@@ -86,8 +87,8 @@ pub struct TrainResult<M> {
 ///
 /// Defaults: [`TrainingConfig::default`] (PyTorch's `examples/vae`: 10 epochs of batch 128,
 /// Adam at 1e-3), checkpoints in a temporary directory removed after training, no stop
-/// handle. Items are [`ImageItem`]s stacked by [`ImageBatcher`] (for a conditional model,
-/// `ImageBatcher::one_hot_classes`: the condition is the item's class label, one-hot) unless
+/// handle. Items are [`ImageItem`]s stacked by [`ImageBatcher`] (for a conditional model, one
+/// that makes each item's condition: its class label one-hot, or its named attributes) unless
 /// [`data_with`](Self::data_with) gives another item type and batcher.
 pub struct Trainer<B, E, D, I = ImageItem, Bt = ImageBatcher>
 where
@@ -118,9 +119,9 @@ where
     /// A trainer for `model` (freshly initialised; its weights are replaced when resuming) on
     /// `device`.
     pub fn new(model: Vae<B, E, D>, device: B::Device) -> Self {
-        let batcher = match model.condition_dim() {
-            0 => ImageBatcher::new(),
-            classes => ImageBatcher::one_hot_classes(classes),
+        let batcher = match model.condition() {
+            None => ImageBatcher::new(),
+            Some(condition) => ImageBatcher::conditioned(condition_source(condition)),
         };
         Self {
             model,
@@ -137,23 +138,31 @@ where
         }
     }
 
-    /// Training and validation examples (8-bit images; with class labels for a conditional
-    /// model, which `fit` checks).
+    /// Training and validation examples (8-bit images; for a conditional model, with the class
+    /// labels or attributes its condition is made from, which `fit` checks).
     pub fn data(
         mut self,
         train: Arc<dyn Dataset<ImageItem>>,
         valid: Arc<dyn Dataset<ImageItem>>,
     ) -> Self {
-        let classes = self.model.condition_dim();
-        if classes > 0 {
+        if let Some(source) = self.batcher.condition() {
             self.data_error =
                 [("train", &train), ("valid", &valid)]
                     .into_iter()
                     .find_map(|(split, data)| {
-                        let error = vae_data::check_labels(data.as_ref(), classes).err()?;
-                        Some(TrainError::Labels { split, error })
+                        let error = check_conditions(data.as_ref(), source).err()?;
+                        Some(TrainError::Conditions { split, error })
                     });
         }
+        self.data_checked(train, valid)
+    }
+
+    /// [`data`](Self::data) for examples whose conditions were checked already.
+    pub(crate) fn data_checked(
+        mut self,
+        train: Arc<dyn Dataset<ImageItem>>,
+        valid: Arc<dyn Dataset<ImageItem>>,
+    ) -> Self {
         self.train = Some(train);
         self.valid = Some(valid);
         self

@@ -84,7 +84,13 @@ pub fn write_celeba_dir(dir: &Path, n: usize) -> Vec<String> {
             _ => 0,
         };
         partition.push_str(&format!("{name} {split}\n"));
-        attrs.push_str(&format!("{name} {} -1\n", if i % 2 == 0 { 1 } else { -1 }));
+        // Smiling: every second image; Young: every third.
+        let sign = |on: bool| if on { 1 } else { -1 };
+        attrs.push_str(&format!(
+            "{name} {} {}\n",
+            sign(i % 2 == 0),
+            sign(i % 3 == 0)
+        ));
     }
     std::fs::write(dir.join("list_eval_partition.txt"), partition).unwrap();
     std::fs::write(dir.join("list_attr_celeba.txt"), attrs).unwrap();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use burn::backend::{Autodiff, Flex};
 use burn::data::dataset::InMemDataset;
 use vae_core::ImageShape;
-use vae_data::{DataOptions, DataSplits, ImageItem};
+use vae_data::{DataOptions, DataSplits, ImageAttributes, ImageItem};
 use vae_models::{Architecture, MlpVaeConfig};
 use vae_train::{RunConfig, TrainingConfig};
 
@@ -18,12 +18,14 @@ pub fn splits(dir: &std::path::Path) -> DataSplits {
 }
 
 /// [`splits`] with class labels: the place of the square, 0 to 3 (top left, bottom left, top
-/// right, bottom right: row (k mod 2)·2, column ⌊k / 2⌋·2).
+/// right, bottom right: row (k mod 2)·2, column ⌊k / 2⌋·2), and the same place as two
+/// attributes, `Bottom` (k mod 2 = 1) and `Right` (⌊k / 2⌋ = 1).
 pub fn labelled_splits(dir: &std::path::Path) -> DataSplits {
     squares(dir, true)
 }
 
 fn squares(dir: &std::path::Path, labelled: bool) -> DataSplits {
+    let names: Arc<[String]> = ["Bottom".to_string(), "Right".to_string()].into();
     let images = |n: usize| {
         let items: Vec<ImageItem> = (0..n)
             .map(|i| {
@@ -38,9 +40,14 @@ fn squares(dir: &std::path::Path, labelled: bool) -> DataSplits {
                         }
                     })
                     .collect();
+                let attributes = ImageAttributes {
+                    names: names.clone(),
+                    values: vec![i % 2 == 1, i / 2 % 2 == 1],
+                };
                 ImageItem {
                     pixels,
                     label: labelled.then_some((i % 4) as u32),
+                    attributes: labelled.then_some(attributes),
                 }
             })
             .collect();
@@ -82,10 +89,7 @@ pub fn squares_8x8(n: usize) -> Vec<ImageItem> {
                     (if on { 200 } else { 30 }) + ((i * 7 + p * 3) % 40) as u8
                 })
                 .collect();
-            ImageItem {
-                pixels,
-                label: None,
-            }
+            ImageItem::new(pixels)
         })
         .collect()
 }

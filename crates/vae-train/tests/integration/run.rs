@@ -4,6 +4,7 @@
 
 use crate::common::{B, config, labelled_splits, splits};
 use vae_core::{BetaTcObjective, ImportanceBound};
+use vae_models::ConditionValue::{Attributes, Class};
 use vae_models::{Architecture, ConditionConfig, MlpVaeConfig, PosteriorConfig, PriorConfig};
 use vae_train::{
     EvalOptions, RunConfig, RunDir, RunOptions, TrainError, evaluate_run, sample_run, train_run,
@@ -329,6 +330,17 @@ fn conditional(classes: usize, epochs: usize) -> RunConfig<Architecture> {
     config
 }
 
+/// An MLP on the 4×4 squares conditioned on the attributes `names` (of `Bottom`, `Right`).
+fn by_attributes(names: &[&str], epochs: usize) -> RunConfig<Architecture> {
+    let mut config = conditional(2, epochs);
+    let names = names.iter().map(|n| n.to_string()).collect();
+    config.model = Architecture::Mlp(
+        MlpVaeConfig::new(16, vec![8], 2)
+            .with_condition(Some(ConditionConfig::Attributes { names })),
+    );
+    config
+}
+
 /// The mean grey level of a sample grid's images (4×4 images drawn 64×64, 2-pixel gutters,
 /// `cols` columns) inside and outside the 2×2 square of class `class`.
 fn brightness_in_and_out(png: &std::path::Path, cols: usize, class: usize) -> (f64, f64) {
@@ -402,7 +414,7 @@ fn a_class_conditional_run_trains_resumes_evaluates_and_samples_each_class() {
     // `--class k` draws class k: the decoded square sits where class k puts it, whatever z.
     for class in 0..4 {
         let png = run.path().join(format!("class-{class}.png"));
-        sample_run::<Architecture, B>(&run, 4, Some(class), 7, &png, &device).unwrap();
+        sample_run::<Architecture, B>(&run, 4, Some(Class(class)), 7, &png, &device).unwrap();
         let (inside, outside) = brightness_in_and_out(&png, 2, class);
         assert!(
             inside > outside + 60.0,
@@ -417,7 +429,7 @@ fn a_class_conditional_run_trains_resumes_evaluates_and_samples_each_class() {
         (3 * 66 + 2, 4 * 66 + 2)
     );
 
-    let out_of_range = sample_run::<Architecture, B>(&run, 4, Some(4), 7, &all, &device)
+    let out_of_range = sample_run::<Architecture, B>(&run, 4, Some(Class(4)), 7, &all, &device)
         .unwrap_err()
         .to_string();
     assert!(
@@ -451,14 +463,122 @@ fn a_condition_the_data_or_the_model_cannot_give_is_refused_with_its_reason() {
         too_few.contains("label 3") && too_few.contains("3 classes"),
         "{too_few}"
     );
+    // Data without attributes, and attributes the data does not have.
+    let no_attributes = train(&by_attributes(&["Right"], 1), &splits(dir.path()), "none")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        no_attributes.contains("no attributes") && no_attributes.contains("list_attr_celeba.txt"),
+        "{no_attributes}"
+    );
+    let unknown = train(
+        &by_attributes(&["Right", "Smiling"], 1),
+        &labelled_splits(dir.path()),
+        "unknown",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        unknown.contains("'Smiling'") && unknown.contains("Bottom, Right"),
+        "{unknown}"
+    );
     // --class on an unconditional model.
     let plain = train(&config(1), &splits(dir.path()), "plain").unwrap();
-    let refused =
-        sample_run::<Architecture, B>(&plain, 4, Some(1), 7, &plain.path().join("x.png"), &device)
-            .unwrap_err()
-            .to_string();
+    let refused = sample_run::<Architecture, B>(
+        &plain,
+        4,
+        Some(Class(1)),
+        7,
+        &plain.path().join("x.png"),
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         refused.contains("class 1") && refused.contains("not conditional"),
         "{refused}"
+    );
+}
+
+#[test]
+fn an_attribute_conditional_run_draws_the_square_where_its_attributes_put_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = labelled_splits(dir.path());
+    let run = RunDir::create(dir.path().join("run")).unwrap();
+    let device = Default::default();
+    // The model's order (Right, Bottom) is not the data's (Bottom, Right): the batcher maps
+    // names, not positions.
+    let config = by_attributes(&["Right", "Bottom"], 60);
+    let outcome =
+        train_run::<Architecture, B>(&run, &config, &data, &device, RunOptions::new("cpu"))
+            .unwrap();
+    assert!(outcome.finished());
+    let Architecture::Mlp(saved) = run.read_config::<Architecture>().unwrap().model else {
+        panic!("mlp expected")
+    };
+    let names = vec!["Right".to_string(), "Bottom".to_string()];
+    assert_eq!(saved.condition, Some(ConditionConfig::Attributes { names }));
+    // samples.png is condition by sample: no attribute, Right alone, Bottom alone (3 rows).
+    assert_eq!(
+        image::image_dimensions(run.path().join("samples.png")).unwrap(),
+        (8 * 66 + 2, 3 * 66 + 2)
+    );
+    evaluates_log_px_above_the_elbo(&run, &data, "attribute-conditional");
+
+    // Each set of attributes draws the square where the data has it: class k of the squares
+    // is Bottom = k mod 2, Right = ⌊k / 2⌋.
+    for (on, class) in [
+        (vec![], 0),
+        (vec!["Bottom"], 1),
+        (vec!["Right"], 2),
+        (vec!["Bottom", "Right"], 3),
+    ] {
+        let png = run.path().join(format!("attributes-{class}.png"));
+        let value = Attributes(on.iter().map(|a| a.to_string()).collect());
+        sample_run::<Architecture, B>(&run, 4, Some(value), 7, &png, &device).unwrap();
+        let (inside, outside) = brightness_in_and_out(&png, 2, class);
+        assert!(
+            inside > outside + 60.0,
+            "attributes {on:?}: grey level {inside:.0} inside the square, {outside:.0} outside"
+        );
+    }
+    let refused = |value| {
+        sample_run::<Architecture, B>(&run, 4, Some(value), 7, &run.path().join("x.png"), &device)
+            .unwrap_err()
+            .to_string()
+    };
+    let unknown = refused(Attributes(vec!["Smiling".into()]));
+    assert!(
+        unknown.contains("'Smiling'") && unknown.contains("Right, Bottom"),
+        "{unknown}"
+    );
+    let class = refused(Class(1));
+    assert!(class.contains("not on a class"), "{class}");
+}
+
+#[test]
+fn sample_draws_every_class_and_samples_png_the_first_sixteen() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::create(dir.path().join("run")).unwrap();
+    let device = Default::default();
+    // 20 classes (the squares use 4 of them): more rows than the run's picture shows.
+    let outcome = train_run::<Architecture, B>(
+        &run,
+        &conditional(20, 1),
+        &labelled_splits(dir.path()),
+        &device,
+        RunOptions::new("cpu"),
+    )
+    .unwrap();
+    assert!(outcome.finished());
+    assert_eq!(
+        image::image_dimensions(run.path().join("samples.png")).unwrap(),
+        (8 * 66 + 2, 16 * 66 + 2)
+    );
+    let all = run.path().join("all.png");
+    sample_run::<Architecture, B>(&run, 2, None, 7, &all, &device).unwrap();
+    assert_eq!(
+        image::image_dimensions(&all).unwrap(),
+        (2 * 66 + 2, 20 * 66 + 2)
     );
 }

@@ -33,7 +33,7 @@ fn images(n: usize, seed: u64) -> Arc<dyn Dataset<ImageItem>> {
                     (state >> 56) as u8
                 })
                 .collect(),
-            label: None,
+            ..ImageItem::default()
         })
         .collect();
     Arc::new(InMemDataset::new(items))

@@ -26,6 +26,11 @@ impl ConditionSource {
 
     /// Checks that `item` (number `index` in its dataset) has what this source reads.
     pub fn check(&self, index: usize, item: &ImageItem) -> Result<(), ConditionError> {
+        self.row(index, item).map(|_| ())
+    }
+
+    /// The condition of `item` (number `index` in its dataset), C values.
+    fn row(&self, index: usize, item: &ImageItem) -> Result<Vec<f32>, ConditionError> {
         match self {
             Self::Classes(classes) => match item.label {
                 None => Err(ConditionError::MissingLabel { index }),
@@ -34,21 +39,24 @@ impl ConditionSource {
                     label,
                     classes: *classes,
                 }),
-                Some(_) => Ok(()),
+                Some(label) => Ok(vae_core::one_hot([label as usize].into_iter(), *classes)),
             },
             Self::Attributes(names) => {
                 let attributes = item
                     .attributes
                     .as_ref()
                     .ok_or(ConditionError::MissingAttributes { index })?;
-                match names.iter().find(|n| attributes.get(n).is_none()) {
-                    Some(name) => Err(ConditionError::UnknownAttribute {
-                        index,
-                        name: name.clone(),
-                        known: attributes.names.to_vec(),
-                    }),
-                    None => Ok(()),
-                }
+                names
+                    .iter()
+                    .map(|name| match attributes.get(name) {
+                        Some(present) => Ok(if present { 1.0 } else { 0.0 }),
+                        None => Err(ConditionError::UnknownAttribute {
+                            index,
+                            name: name.clone(),
+                            known: attributes.names.to_vec(),
+                        }),
+                    })
+                    .collect()
             }
         }
     }
@@ -58,27 +66,14 @@ impl ConditionSource {
     /// # Panics
     /// If an item lacks what this source reads ([`check_conditions`] finds that first).
     pub fn values(&self, items: &[ImageItem]) -> Vec<f32> {
+        let mut values = Vec::with_capacity(items.len() * self.width());
         for (index, item) in items.iter().enumerate() {
-            if let Err(error) = self.check(index, item) {
-                panic!("ImageBatcher: item {index} of the batch: {error}");
+            match self.row(index, item) {
+                Ok(row) => values.extend(row),
+                Err(error) => panic!("ImageBatcher: item {index} of the batch: {error}"),
             }
         }
-        match self {
-            Self::Classes(classes) => vae_core::one_hot(
-                items.iter().map(|item| item.label.unwrap_or(0) as usize),
-                *classes,
-            ),
-            Self::Attributes(names) => items
-                .iter()
-                .flat_map(|item| {
-                    let attributes = item.attributes.as_ref();
-                    names.iter().map(move |name| {
-                        let present = attributes.and_then(|a| a.get(name)).unwrap_or(false);
-                        if present { 1.0 } else { 0.0 }
-                    })
-                })
-                .collect(),
-        }
+        values
     }
 }
 

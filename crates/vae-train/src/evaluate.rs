@@ -5,10 +5,10 @@ use burn::data::dataset::Dataset;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use vae_core::{ElboSummary, ImportanceSampling, bits_per_dim, bits_per_dim_8bit};
-use vae_data::{DataError, ImageBatch, ImageBatcher, ImageItem, PixelMode, check_conditions};
+use vae_data::{DataError, ImageBatch, ImageBatcher, ImageItem, PixelMode};
 use vae_models::{Conditioned, Decoder, Encoder, Likelihood, Vae};
 
-use crate::condition::condition_source;
+use crate::condition::{check_splits, condition_source};
 use crate::error::TrainError;
 
 /// How bits per dimension are computed from nats.
@@ -93,8 +93,7 @@ pub fn batcher_for<B: Backend, E: Encoder<B>, D: Decoder<B>>(
         None => Ok(ImageBatcher::new()),
         Some(condition) => {
             let source = condition_source(condition);
-            check_conditions(data, &source)
-                .map_err(|error| TrainError::Conditions { split, error })?;
+            check_splits(&source, &[(split, data)])?;
             Ok(ImageBatcher::conditioned(source))
         }
     }

@@ -153,7 +153,7 @@ pub fn train_run<S: ModelSpec, B: AutodiffBackend>(
 /// (every example has a class label the model has a class for, or the attributes it names).
 fn check_conditions<S: ModelSpec>(model: &S, data: &DataSplits) -> Result<(), TrainError> {
     match model.condition() {
-        Some(condition) => crate::condition::check_splits(&condition, data),
+        Some(condition) => crate::condition::check_run_data(&condition, data),
         None => Ok(()),
     }
 }

@@ -19,14 +19,14 @@ use burn::train::{
     TrainingStrategy,
 };
 use vae_core::{BetaTcObjective, ElboObjective, ImportanceBound, KlEstimator};
-use vae_data::{DataHealth, ImageBatch, ImageBatcher, ImageItem, check_conditions};
+use vae_data::{DataHealth, ImageBatch, ImageBatcher, ImageItem};
 use vae_models::{TrainableDecoder, TrainableEncoder, Vae};
 
 use crate::checkpoint::{
     CheckpointFileError, CheckpointLog, CheckpointMarker, Checkpointing, checkpoints_dir,
     load_record,
 };
-use crate::condition::condition_source;
+use crate::condition::{check_splits, condition_source};
 use crate::config::{LrSchedule, TrainingConfig};
 use crate::error::TrainError;
 use crate::metrics::{Kl, LogLikelihood, NegElbo, TermMetric};
@@ -146,13 +146,8 @@ where
         valid: Arc<dyn Dataset<ImageItem>>,
     ) -> Self {
         if let Some(source) = self.batcher.condition() {
-            self.data_error =
-                [("train", &train), ("valid", &valid)]
-                    .into_iter()
-                    .find_map(|(split, data)| {
-                        let error = check_conditions(data.as_ref(), source).err()?;
-                        Some(TrainError::Conditions { split, error })
-                    });
+            let splits = [("train", train.as_ref()), ("valid", valid.as_ref())];
+            self.data_error = check_splits(source, &splits).err();
         }
         self.data_checked(train, valid)
     }

@@ -37,6 +37,7 @@ pub mod backend;
 pub mod checkpoint;
 mod condition;
 mod config;
+pub mod data_parallel;
 mod error;
 pub mod evaluate;
 mod fault;

@@ -20,6 +20,7 @@ use burn::train::{LearnerModelRecord, LearnerOptimizerRecord, LearnerSchedulerRe
 use vae_data::{DataError, DataHealth};
 
 use crate::checkpoint::{CheckpointFileError, CheckpointMarker, Checkpointing, load_record};
+use crate::data_parallel::{DataParallel, DataParallelError};
 use crate::error::TrainError;
 use crate::renderer::RunControl;
 use crate::step::Accumulate;
@@ -41,6 +42,9 @@ pub enum StopReason {
     DataError(Arc<DataError>),
     /// A checkpoint could not be written or read back.
     CheckpointFailed(CheckpointFailure),
+    /// Data-parallel training lost another rank (the message names this rank and the
+    /// operation).
+    DataParallel(Arc<DataParallelError>),
 }
 
 impl std::fmt::Display for StopReason {
@@ -52,6 +56,7 @@ impl std::fmt::Display for StopReason {
             Self::NonFinite(what) => write!(f, "diverged: {what}"),
             Self::DataError(e) => write!(f, "data error: {e}"),
             Self::CheckpointFailed(e) => write!(f, "checkpointing failed: {e}"),
+            Self::DataParallel(e) => write!(f, "data-parallel training stopped: {e}"),
         }
     }
 }
@@ -134,9 +139,19 @@ pub struct VaeStrategy<D> {
     steps: Arc<AtomicU64>,
     data_health: Option<DataHealth>,
     outcome: Arc<Mutex<Option<LoopOutcome>>>,
+    /// Data-parallel membership: gradients are averaged over the ranks before each step.
+    data_parallel: Option<Arc<DataParallel>>,
 }
 
 impl<D> VaeStrategy<D> {
+    /// The same loop, averaging every step's gradients over the ranks of `group`.
+    pub fn with_data_parallel(self, group: Option<Arc<DataParallel>>) -> Self {
+        Self {
+            data_parallel: group,
+            ..self
+        }
+    }
+
     /// A loop on `device` from epoch `first_epoch`, checkpointing through `checkpointing`
     /// (whose recorder burn-train's file checkpointer must use), reading the metrics from the
     /// device once per `metrics_every_steps` steps; `steps` is the model's optimizer step
@@ -161,6 +176,7 @@ impl<D> VaeStrategy<D> {
             steps,
             data_health,
             outcome,
+            data_parallel: None,
         }
     }
 
@@ -253,7 +269,17 @@ where
                 learner.lr_step();
                 let progress = iterator.progress();
                 let output = learner.train_step(batch);
-                learner.optimizer_step(output.grads);
+                let grads = match &self.data_parallel {
+                    None => output.grads,
+                    Some(group) => match group.average_gradients(&learner.model(), output.grads) {
+                        Ok(mean) => mean,
+                        Err(error) => {
+                            stop = StopReason::DataParallel(Arc::new(error));
+                            break;
+                        }
+                    },
+                };
+                learner.optimizer_step(grads);
                 window.add(output.item, progress, iteration);
                 let stopping = interrupter.should_stop();
                 if (window.steps >= self.metrics_every_steps || stopping)
@@ -282,6 +308,11 @@ where
             }
             processor.process_train(LearnerEvent::EndEpoch(epoch));
 
+            // A lost rank ends training at once: nothing after the last checkpoint is saved
+            // (the other ranks stopped too).
+            if matches!(stop, StopReason::DataParallel(_)) {
+                break;
+            }
             if let Some(why) = self.data_error() {
                 stop = StopReason::DataError(why);
                 break;

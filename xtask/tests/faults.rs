@@ -413,3 +413,173 @@ fn a_resume_that_would_change_the_model_is_refused_and_changes_nothing() {
         "{err}"
     );
 }
+
+/// A coordinator port with free ports after it for the ranks' data ports.
+fn free_group_port(ranks: u16) -> u16 {
+    for _ in 0..100 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        if port < 65000
+            && (1..=ranks).all(|i| std::net::TcpListener::bind(("127.0.0.1", port + i)).is_ok())
+        {
+            return port;
+        }
+    }
+    panic!("no run of free ports");
+}
+
+/// `train` as rank `rank` of 2 through the coordinator on `port` (rank 0 starts it).
+fn rank_command(run: &Path, rank: u32, port: u16, resume: bool) -> std::process::Command {
+    let mut args = vec!["train".to_string(), "fashion-mnist".to_string()];
+    if rank == 0 {
+        args.extend(train_args(run, "20000", "3").into_iter().skip(2));
+        if resume {
+            args.push("--resume".into());
+        }
+    } else {
+        args.extend(["--backend".into(), "cpu".into()]);
+    }
+    args.extend(
+        [
+            "--nodes",
+            "2",
+            "--node-rank",
+            &rank.to_string(),
+            "--coordinator",
+            &format!("127.0.0.1:{port}"),
+            "--group-timeout",
+            "60",
+        ]
+        .map(String::from),
+    );
+    let mut command = command();
+    command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Reads `child`'s stdout until a line starts with `line`; the rest of it.
+fn wait_for_line(
+    child: &mut Child,
+    line: &str,
+) -> std::io::Lines<BufReader<std::process::ChildStdout>> {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for next in lines.by_ref() {
+        if next.unwrap().starts_with(line) {
+            return lines;
+        }
+    }
+    let status = child.wait();
+    panic!(
+        "the rank ended ({status:?}) before printing `{line}`: {}",
+        stderr_of(child)
+    );
+}
+
+/// Waits at most `limit` for `child`; its exit code and stderr.
+fn exit_within(mut child: Child, limit: Duration) -> (Option<i32>, String) {
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("did not exit within {limit:?}: {}", stderr_of(&mut child));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Some(out) = child.stdout.take() {
+        let _: Vec<_> = BufReader::new(out).lines().collect();
+    }
+    let stderr = stderr_of(&mut child);
+    (child.wait().unwrap().code(), stderr)
+}
+
+#[test]
+fn data_parallel_ranks_stop_together_on_ctrl_c_and_the_run_resumes() {
+    if !fashion_mnist_installed("data_parallel_ranks_stop_together_on_ctrl_c_and_the_run_resumes") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let port = free_group_port(2);
+    let mut zero = rank_command(&run, 0, port, false).spawn().unwrap();
+    let one = rank_command(&run, 1, port, false).spawn().unwrap();
+    // Ctrl-C on rank 1 during epoch 2: every rank stops at the same step and rank 0
+    // checkpoints, as one process would.
+    let zero_lines = wait_for_line(&mut zero, "epoch 1/3 valid");
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&one, "INT");
+    let _rest: Vec<String> = zero_lines.map(|l| l.unwrap()).collect();
+    let (code, stderr) = exit_within(one, Duration::from_secs(60));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stopped on request during epoch 2"),
+        "{stderr}"
+    );
+    let (code, stderr) = exit_within(zero, Duration::from_secs(60));
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(stderr.contains("during epoch 2"), "{stderr}");
+    let m = marker(&run);
+    assert_eq!(
+        (m["epoch"].as_u64(), m["complete"].as_bool()),
+        (Some(1), Some(false)),
+        "{m}"
+    );
+    // Global batches of 128 (64 per rank): 157 steps an epoch, as for one process.
+    let steps = m["optimizer_steps"].as_u64().unwrap();
+    assert!(steps > 157 && steps < 314, "inside epoch 2: {steps} steps");
+
+    // Both ranks again, rank 0 resuming: the run ends as a 2-rank run.
+    let port = free_group_port(2);
+    let zero = rank_command(&run, 0, port, true).spawn().unwrap();
+    let one = rank_command(&run, 1, port, false).spawn().unwrap();
+    let (code, stderr) = exit_within(one, Duration::from_secs(300));
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = exit_within(zero, Duration::from_secs(300));
+    assert_eq!(code, Some(0), "{stderr}");
+    let after = metrics(&run);
+    assert_eq!(after["train"]["epoch"], serde_json::json!([1, 2, 3]));
+    assert!(
+        after["test"]["neg_elbo_nats"].as_f64().unwrap() < 300.0,
+        "{after}"
+    );
+}
+
+#[test]
+fn a_killed_rank_stops_the_others_with_an_error_and_the_run_resumes() {
+    if !fashion_mnist_installed("a_killed_rank_stops_the_others_with_an_error_and_the_run_resumes")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let port = free_group_port(2);
+    let mut zero = rank_command(&run, 0, port, false).spawn().unwrap();
+    let one = rank_command(&run, 1, port, false).spawn().unwrap();
+    let zero_lines = wait_for_line(&mut zero, "epoch 1/3 valid");
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&one, "KILL");
+    let _ = exit_within(one, Duration::from_secs(10));
+    let _rest: Vec<String> = zero_lines.map(|l| l.unwrap()).collect();
+    // Within seconds (a lost connection), not the 60 s timeout.
+    let started = std::time::Instant::now();
+    let (code, stderr) = exit_within(zero, Duration::from_secs(50));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("rank 0:") && stderr.contains("another rank stopped or is unreachable"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--resume --out"),
+        "says how to continue: {stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(marker(&run)["epoch"], 1, "epoch 1's checkpoint is kept");
+    // The run is an ordinary run: one process can finish it.
+    let text = resume(&run);
+    assert!(text.contains("epoch 3/3 valid"), "{text}");
+}

@@ -8,13 +8,17 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use clap::{Args, Subcommand};
 use vae_data::{DataOptions, DataRoots, Downloader, load_dataset, locate, verify_dataset};
 use vae_models::ConditionValue;
+use vae_train::data_parallel::DataParallelConfig;
 use vae_train::strategy::StopReason;
 use vae_train::{
-    EvalOptions, ModelSpec, RunControl, RunDir, RunOptions, evaluate_run, load_run_data,
-    sample_run, train_run,
+    EvalOptions, ModelSpec, RunControl, RunDir, RunOptions, evaluate_run, follow_run,
+    load_run_data, sample_run, train_run,
 };
 
 use crate::backend::{BackendArg, choose, with_backend};
+use crate::data_parallel::{
+    CoordinatorArgs, GroupArgs, coordinator, quiet_connection_panics, start_coordinator,
+};
 use crate::error::CliError;
 use crate::settings::{Overrides, Settings, config_env};
 
@@ -29,6 +33,9 @@ pub enum Command {
     Sample(SampleArgs),
     /// Locate, download and verify a dataset.
     Data(DataArgs),
+    /// Run the coordinator of data-parallel training (`train --nodes N`): rank 0 starts one
+    /// itself when nothing listens on --coordinator's port.
+    Coordinator(CoordinatorArgs),
 }
 
 /// `train`.
@@ -66,6 +73,9 @@ pub struct TrainArgs {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Data-parallel training.
+    #[command(flatten)]
+    pub group: GroupArgs,
 }
 
 /// `eval`.
@@ -133,6 +143,7 @@ pub fn execute<S: ModelSpec>(command: Command) -> Result<(), CliError> {
         Command::Eval(args) => eval::<S>(args),
         Command::Sample(args) => sample::<S>(args),
         Command::Data(args) => data(args),
+        Command::Coordinator(args) => coordinator(args),
     }
 }
 
@@ -256,6 +267,10 @@ fn discard_if_empty<T>(
 }
 
 fn train<S: ModelSpec>(args: TrainArgs) -> Result<(), CliError> {
+    let group = args.group.config()?;
+    if let Some(group) = group.clone().filter(|g| g.rank != 0) {
+        return follow::<S>(args, group);
+    }
     let mut flags = Vec::new();
     let mut flag = |key: &str, v: Option<String>| {
         if let Some(v) = v {
@@ -338,11 +353,23 @@ fn train<S: ModelSpec>(args: TrainArgs) -> Result<(), CliError> {
         out.display()
     );
     let started = std::time::Instant::now();
-    let options = RunOptions {
-        resume: args.resume,
-        control,
-        backend: choice.name().to_string(),
-    };
+    let mut options = RunOptions::new(choice.name());
+    options.resume = args.resume;
+    options.control = control;
+    // Held to the end: the coordinator rank 0 started stops with it.
+    let mut _coordinator = None;
+    if let Some(group) = group {
+        println!(
+            "rank 0 of {}: coordinator {}, global batch {} ({} per rank)",
+            group.nodes,
+            group.coordinator,
+            config.training.batch_size,
+            config.training.batch_size / group.nodes as usize
+        );
+        _coordinator = start_coordinator(&group.coordinator, &group.host)?;
+        quiet_connection_panics();
+        options = options.with_data_parallel(group);
+    }
     let outcome = with_backend!(choice, |B, device| train_run::<S, B>(
         &run, &config, &data, &device, options
     ));
@@ -402,6 +429,9 @@ fn train<S: ModelSpec>(args: TrainArgs) -> Result<(), CliError> {
             test.examples
         );
     }
+    if let Some(exchanges) = &outcome.gradient_exchanges {
+        print_exchanges(0, exchanges);
+    }
     println!(
         "done in {:.1} s ({:.0} training images/s); wrote {}",
         started.elapsed().as_secs_f64(),
@@ -409,6 +439,87 @@ fn train<S: ModelSpec>(args: TrainArgs) -> Result<(), CliError> {
         out.display()
     );
     Ok(())
+}
+
+/// What the gradient all-reduces of a data-parallel rank cost.
+fn print_exchanges(rank: u32, exchanges: &vae_train::data_parallel::GradientExchanges) {
+    if exchanges.count > 0 {
+        println!(
+            "rank {rank}: {} gradient all-reduces of {:.2} MB, {:.2} ms each (waiting for the slowest rank included)",
+            exchanges.count,
+            exchanges.bytes_each as f64 / 1e6,
+            1e3 * exchanges.seconds / exchanges.count as f64
+        );
+    }
+}
+
+/// `train --node-rank R` for R ≥ 1: trains in step with rank 0, which has the settings and
+/// writes the run.
+fn follow<S: ModelSpec>(args: TrainArgs, group: DataParallelConfig) -> Result<(), CliError> {
+    let ignored: Vec<&str> = [
+        ("--config", args.config.is_some()),
+        ("--set", !args.set.is_empty()),
+        ("--out", args.out.is_some()),
+        ("--epochs", args.epochs.is_some()),
+        ("--batch-size", args.batch_size.is_some()),
+        ("--seed", args.seed.is_some()),
+        ("--limit", args.limit.is_some()),
+        ("--resume", args.resume),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect();
+    let rank = group.rank;
+    if !ignored.is_empty() {
+        println!(
+            "rank {rank}: ignoring {} (rank 0's settings and run directory are used)",
+            ignored.join(", ")
+        );
+    }
+    let choice = choose(args.backend)?;
+    let control = RunControl::new(burn::train::Interrupter::new());
+    install_stop_signals(control.clone())?;
+    quiet_connection_panics();
+    println!(
+        "rank {rank} of {}: on {}, joining rank 0 through the coordinator at {}",
+        group.nodes,
+        choice.name(),
+        group.coordinator
+    );
+    let mut options = RunOptions::new(choice.name());
+    options.control = control;
+    let data_dir = args.data_dir.clone();
+    let result = with_backend!(choice, |B, device| follow_run::<S, B>(
+        group.clone(),
+        data_dir.as_deref(),
+        &device,
+        options
+    ));
+    release_stop_signals();
+    let (config, outcome) = result?;
+    if config.dataset != args.dataset {
+        println!(
+            "rank {rank}: rank 0 trains {}, not {} as given here; trained {}",
+            config.dataset, args.dataset, config.dataset
+        );
+    }
+    let advice = "rank 0 keeps the run and its last good checkpoint; to continue, start every rank again, rank 0 with --resume --out DIR".to_string();
+    match &outcome.stopped.stop {
+        StopReason::Finished | StopReason::EarlyStopped(_) => {
+            if let Some(exchanges) = &outcome.gradient_exchanges {
+                print_exchanges(rank, exchanges);
+            }
+            println!(
+                "rank {rank}: done: {} to epoch {} in step with rank 0 ({:.0} training images/s over all ranks); rank 0 wrote the run",
+                config.dataset, outcome.metrics.epochs, outcome.metrics.train_images_per_second
+            );
+            Ok(())
+        }
+        other => Err(CliError::Stopped {
+            reason: Box::new(other.clone()),
+            advice,
+        }),
+    }
 }
 
 fn eval<S: ModelSpec>(args: EvalArgs) -> Result<(), CliError> {

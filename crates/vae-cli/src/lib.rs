@@ -26,11 +26,13 @@
 
 mod backend;
 mod commands;
+mod data_parallel;
 mod error;
 mod settings;
 
 pub use backend::BackendArg;
 pub use commands::{Command, DataArgs, EvalArgs, SampleArgs, TrainArgs, execute};
+pub use data_parallel::{CoordinatorArgs, GroupArgs};
 pub use error::CliError;
 pub use settings::{Overrides, Settings, config_env, dataset_file};
 

@@ -77,6 +77,10 @@ pub enum TrainError {
     /// Data could not be loaded.
     #[error(transparent)]
     Data(#[from] vae_data::DataError),
+    /// Data-parallel training could not start or go on (a setting, a lost rank, what rank 0
+    /// sent).
+    #[error(transparent)]
+    DataParallel(#[from] crate::data_parallel::DataParallelError),
     /// The model does not fit the data or cannot be built.
     #[error(transparent)]
     Architecture(#[from] vae_models::ArchitectureError),

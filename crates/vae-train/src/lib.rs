@@ -27,7 +27,10 @@
 //! * a NaN / ∞ stops the run and keeps the last good checkpoint; a stop request
 //!   ([`RunControl::request_stop`], e.g. from Ctrl-C) finishes the step, checkpoints and stops;
 //! * test evaluation with bits/dim and importance-sampled log p(x) ([`evaluate`]);
-//! * `metrics.json` ([`RunMetrics`]) and PNG pictures ([`artifacts`]).
+//! * `metrics.json` ([`RunMetrics`]) and PNG pictures ([`artifacts`]);
+//! * data-parallel training over processes and machines ([`data_parallel`],
+//!   [`Trainer::data_parallel`], [`follow_run`]): N ranks train what one process would with
+//!   the global batch.
 //!
 //! The CPU backend is burn's Flex ([`backend::Cpu`]); the `cuda` feature adds the GPU.
 
@@ -37,6 +40,8 @@ pub mod backend;
 pub mod checkpoint;
 mod condition;
 mod config;
+pub mod data_parallel;
+mod epoch_order;
 mod error;
 pub mod evaluate;
 mod fault;
@@ -57,13 +62,15 @@ mod trainer;
 
 pub use adam::{FusedAdam, FusedAdamConfig};
 pub use config::{LrSchedule, TrainingConfig};
+pub use epoch_order::EpochOrder;
 pub use error::TrainError;
 pub use evaluate::{BitsPerDim, TestMetrics};
 pub use optimizer::{OptimizerConfig, OptimizerKind, VaeOptimizer};
 pub use renderer::{EpochMetrics, History, RunControl};
 pub use report::{RunMetrics, SplitCurves};
 pub use run::{
-    EvalOptions, RunOptions, RunOutcome, evaluate_run, load_run_data, sample_run, train_run,
+    EvalOptions, RunOptions, RunOutcome, evaluate_run, follow_run, load_run_data, sample_run,
+    train_run,
 };
 pub use run_dir::{RESUMABLE_KEYS, RunConfig, RunDir, RunInfo, RunLock};
 pub use schedule::Scheduler;

@@ -16,6 +16,9 @@ use vae_models::{
 
 use crate::artifacts;
 use crate::checkpoint::write_atomically;
+use crate::data_parallel::{
+    DataParallel, DataParallelConfig, DataParallelError, GradientExchanges,
+};
 use crate::error::TrainError;
 use crate::evaluate::{self, BitsPerDim, Prefix, TestMetrics};
 use crate::renderer::{History, RunControl};
@@ -34,6 +37,8 @@ pub struct RunOptions {
     pub control: Arc<RunControl>,
     /// The backend's name, recorded in `run.json` and `metrics.json`.
     pub backend: String,
+    /// Train as rank 0 of a data-parallel group ([`follow_run`] runs the other ranks).
+    pub data_parallel: Option<DataParallelConfig>,
 }
 
 impl RunOptions {
@@ -43,7 +48,14 @@ impl RunOptions {
             resume: false,
             control: RunControl::new(burn::train::Interrupter::new()),
             backend: backend.into(),
+            data_parallel: None,
         }
+    }
+
+    /// The same, as rank 0 of the data-parallel group `group` (its `rank` must be 0).
+    pub fn with_data_parallel(mut self, group: DataParallelConfig) -> Self {
+        self.data_parallel = Some(group);
+        self
     }
 
     /// The same, continuing the run from its last complete checkpoint.
@@ -68,6 +80,8 @@ pub struct RunOutcome {
     /// When resuming: the latest checkpoint's file that could not be read, if training
     /// continued from the previous checkpoint instead.
     pub resume_fallback: Option<crate::checkpoint::CheckpointFileError>,
+    /// Data-parallel training: what this rank's gradient all-reduces cost.
+    pub gradient_exchanges: Option<GradientExchanges>,
 }
 
 impl RunOutcome {
@@ -102,6 +116,10 @@ pub fn load_run_data<S: ModelSpec>(
 /// A stopped or diverged run writes `metrics.json` with its curves and keeps its checkpoints.
 ///
 /// The backend is seeded with `config.training.seed` before the model is built.
+///
+/// With [`RunOptions::data_parallel`], this process is rank 0 of a data-parallel group: after
+/// the checks and before training it joins the group and sends the other ranks
+/// ([`follow_run`]) the run's configuration, then its model (see [`Trainer::data_parallel`]).
 pub fn train_run<S: ModelSpec, B: AutodiffBackend>(
     run: &RunDir,
     config: &RunConfig<S>,
@@ -136,17 +154,97 @@ pub fn train_run<S: ModelSpec, B: AutodiffBackend>(
         backend: options.backend.clone(),
         shape: Some(data.shape),
     })?;
+    let group = match &options.data_parallel {
+        Some(group) if group.rank != 0 => {
+            return Err(DataParallelError::Setting(format!(
+                "train_run is rank 0; rank {} runs follow_run",
+                group.rank
+            ))
+            .into());
+        }
+        Some(group) => {
+            let group = DataParallel::join::<B::InnerBackend>(group.clone(), device)?;
+            group.share_from_rank_zero::<B::InnerBackend>(
+                "sending the run's configuration",
+                Some(config.to_toml()?.into_bytes()),
+                device,
+            )?;
+            Some(Arc::new(group))
+        }
+        None => None,
+    };
     config.model.build::<B, _>(
         device,
         TrainVisitor {
-            run,
+            run: Some(run),
             config,
             data,
             device,
             options,
             earlier,
+            group,
         },
     )?
+}
+
+/// Trains as rank `group.rank` ≠ 0 of a data-parallel run that rank 0 trains with
+/// [`train_run`]: joins the group, receives rank 0's configuration, loads that dataset from
+/// `data_dir` (or where it is found by default, as for a new run), and trains in step with
+/// rank 0, starting from its model. Writes nothing: the returned outcome's metrics are the
+/// training metrics averaged over the ranks, as rank 0 records them.
+pub fn follow_run<S: ModelSpec, B: AutodiffBackend>(
+    group: DataParallelConfig,
+    data_dir: Option<&Path>,
+    device: &B::Device,
+    options: RunOptions,
+) -> Result<(RunConfig<S>, RunOutcome), TrainError> {
+    if group.rank == 0 {
+        return Err(DataParallelError::Setting(
+            "rank 0 runs train_run, the other ranks follow_run".into(),
+        )
+        .into());
+    }
+    let rank = group.rank;
+    let group = DataParallel::join::<B::InnerBackend>(group, device)?;
+    let text = group.share_from_rank_zero::<B::InnerBackend>(
+        "receiving the run's configuration",
+        None,
+        device,
+    )?;
+    let unreadable = |problem: String| DataParallelError::FromRankZero {
+        rank,
+        what: "the run's configuration",
+        problem,
+    };
+    let text = String::from_utf8(text).map_err(|e| unreadable(e.to_string()))?;
+    let config = RunConfig::<S>::from_toml(&text, Path::new("config.toml"))
+        .map_err(|e| unreadable(e.to_string()))?;
+    config.validate()?;
+    let data = load_dataset(&config.dataset, data_dir, &config.data, false)?;
+    config.model.validate(data.shape)?;
+    check_conditions(&config.model, &data)?;
+    // Its own latent noise (the same seed on every rank would draw the same ε for the k-th
+    // example of every rank's batch); the weights it initialises are replaced by rank 0's.
+    B::seed(
+        device,
+        config
+            .training
+            .seed
+            .wrapping_add(u64::from(rank).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+    );
+    let outcome = config.model.build::<B, _>(
+        device,
+        TrainVisitor {
+            run: None,
+            config: &config,
+            data: &data,
+            device,
+            options,
+            earlier: None,
+            group: Some(Arc::new(group)),
+        },
+    )??;
+    Ok((config, outcome))
 }
 
 /// Checks, before anything is written, that every split can condition a conditional model
@@ -159,13 +257,15 @@ fn check_conditions<S: ModelSpec>(model: &S, data: &DataSplits) -> Result<(), Tr
 }
 
 struct TrainVisitor<'a, S, B: AutodiffBackend> {
-    run: &'a RunDir,
+    /// The run directory; `None` on a data-parallel rank other than 0, which writes nothing.
+    run: Option<&'a RunDir>,
     config: &'a RunConfig<S>,
     data: &'a DataSplits,
     device: &'a B::Device,
     options: RunOptions,
     /// `metrics.json` before this invocation (when resuming): its evaluations are kept.
     earlier: Option<RunMetrics>,
+    group: Option<Arc<DataParallel>>,
 }
 
 impl<S: ModelSpec, B: AutodiffBackend> ModelVisitor<B> for TrainVisitor<'_, S, B> {
@@ -182,18 +282,25 @@ impl<S: ModelSpec, B: AutodiffBackend> ModelVisitor<B> for TrainVisitor<'_, S, B
             device,
             options,
             earlier,
+            group,
         } = self;
         // train_run checked every split's conditions before writing anything.
         let mut trainer = Trainer::new(model, device.clone())
             .data_checked(data.train.clone(), data.valid.clone())
             .config(config.training.clone())
-            .run_dir(run.path())
             .resume(options.resume)
             .control(options.control.clone());
+        if let Some(run) = run {
+            trainer = trainer.run_dir(run.path());
+        }
         if let Some(health) = &data.health {
             trainer = trainer.data_health(health.clone());
         }
+        if let Some(group) = &group {
+            trainer = trainer.data_parallel(group.clone());
+        }
         let result = trainer.fit()?;
+        let gradient_exchanges = group.map(|g| g.gradient_exchanges());
         let mut metrics = RunMetrics::new(
             &config.dataset,
             &options.backend,
@@ -208,7 +315,11 @@ impl<S: ModelSpec, B: AutodiffBackend> ModelVisitor<B> for TrainVisitor<'_, S, B
             stopped: result.outcome.clone(),
             first_epoch: result.first_epoch,
             resume_fallback: result.resume_fallback.clone(),
+            gradient_exchanges,
             metrics,
+        };
+        let Some(run) = run else {
+            return Ok(outcome(metrics));
         };
         if !matches!(
             result.outcome.stop,

@@ -12,6 +12,8 @@ use vae_core::{
     ObservationModel, Posterior, PosteriorSamples, Prior, piwae_loss,
 };
 use vae_data::ImageBatch;
+
+use crate::data_parallel::{DataParallel, DataParallelError};
 use vae_models::{
     Conditioned, Decoder, Encoder, TrainableDecoder, TrainableEncoder, Vae, VaePosterior,
 };
@@ -110,11 +112,27 @@ pub struct ElboTerms<B: Backend> {
 pub trait Accumulate: Sized {
     /// The combined output of both sets of steps (device work only; nothing is read).
     fn merge(self, other: Self) -> Self;
+
+    /// The combined output of the same steps on every rank of a data-parallel group (every
+    /// rank calls it at the same step with as many examples).
+    fn merge_ranks(self, group: &DataParallel) -> Result<Self, DataParallelError>;
 }
 
 impl<B: Backend> Accumulate for ElboTerms<B> {
     fn merge(self, other: Self) -> Self {
         ElboTerms::merge(self, other)
+    }
+
+    fn merge_ranks(self, group: &DataParallel) -> Result<Self, DataParallelError> {
+        let sums = group.sum(
+            "adding up the metrics",
+            Tensor::cat(vec![self.log_likelihood_sum, self.kl_sum], 0),
+        )?;
+        Ok(Self {
+            log_likelihood_sum: sums.clone().slice(0..1),
+            kl_sum: sums.slice(1..2),
+            examples: self.examples * group.nodes() as usize,
+        })
     }
 }
 

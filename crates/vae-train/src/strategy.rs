@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use burn::data::dataloader::Progress;
 use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
 use burn::tensor::Device;
-use burn::tensor::backend::DeviceOps;
-use burn::train::{EventProcessorTraining, LearnerEvent, TrainingItem};
+use burn::tensor::backend::{AutodiffBackend, DeviceOps};
+use burn::train::{EventProcessorTraining, Interrupter, LearnerEvent, TrainingItem};
 use burn::train::{
     InferenceStep, Learner, LearningComponentsTypes, SupervisedLearningStrategy,
     SupervisedTrainingEventProcessor, TrainLoader, TrainStep, TrainingBackend, TrainingComponents,
@@ -20,6 +21,8 @@ use burn::train::{LearnerModelRecord, LearnerOptimizerRecord, LearnerSchedulerRe
 use vae_data::{DataError, DataHealth};
 
 use crate::checkpoint::{CheckpointFileError, CheckpointMarker, Checkpointing, load_record};
+use crate::data_parallel::{DataParallel, DataParallelError, StopVotes};
+use crate::epoch_order::EpochOrder;
 use crate::error::TrainError;
 use crate::renderer::RunControl;
 use crate::step::Accumulate;
@@ -41,6 +44,9 @@ pub enum StopReason {
     DataError(Arc<DataError>),
     /// A checkpoint could not be written or read back.
     CheckpointFailed(CheckpointFailure),
+    /// Data-parallel training lost another rank (the message names this rank and the
+    /// operation).
+    DataParallel(Arc<DataParallelError>),
 }
 
 impl std::fmt::Display for StopReason {
@@ -52,6 +58,7 @@ impl std::fmt::Display for StopReason {
             Self::NonFinite(what) => write!(f, "diverged: {what}"),
             Self::DataError(e) => write!(f, "data error: {e}"),
             Self::CheckpointFailed(e) => write!(f, "checkpointing failed: {e}"),
+            Self::DataParallel(e) => write!(f, "stopped: {e}"),
         }
     }
 }
@@ -134,9 +141,35 @@ pub struct VaeStrategy<D> {
     steps: Arc<AtomicU64>,
     data_health: Option<DataHealth>,
     outcome: Arc<Mutex<Option<LoopOutcome>>>,
+    /// Data-parallel membership: gradients are averaged over the ranks before each step.
+    data_parallel: Option<Arc<DataParallel>>,
+    /// The training order, switched to each epoch's before its batches are drawn.
+    epoch_order: Option<Arc<EpochOrder>>,
+    /// Training steps per epoch on every rank (what a rank whose data failed is short of).
+    steps_per_epoch: usize,
 }
 
 impl<D> VaeStrategy<D> {
+    /// The same loop as one rank of `group`: every step's gradients and metrics are averaged
+    /// over the ranks and every rank stops at the same step; only rank 0 validates and
+    /// checkpoints, and its decisions (early stopping, a failed checkpoint) stop every rank.
+    pub fn with_data_parallel(self, group: Option<Arc<DataParallel>>) -> Self {
+        Self {
+            data_parallel: group,
+            ..self
+        }
+    }
+
+    /// The same loop drawing each epoch's examples in `order`'s order for that epoch (the
+    /// training data loader must read through it, unshuffled).
+    pub fn with_epoch_order(self, order: Arc<EpochOrder>, batch_size: usize) -> Self {
+        Self {
+            steps_per_epoch: order.len().div_ceil(batch_size.max(1)),
+            epoch_order: Some(order),
+            ..self
+        }
+    }
+
     /// A loop on `device` from epoch `first_epoch`, checkpointing through `checkpointing`
     /// (whose recorder burn-train's file checkpointer must use), reading the metrics from the
     /// device once per `metrics_every_steps` steps; `steps` is the model's optimizer step
@@ -161,6 +194,9 @@ impl<D> VaeStrategy<D> {
             steps,
             data_health,
             outcome,
+            data_parallel: None,
+            epoch_order: None,
+            steps_per_epoch: 0,
         }
     }
 
@@ -169,6 +205,82 @@ impl<D> VaeStrategy<D> {
             .as_ref()
             .and_then(|check| check())
             .map(Arc::new)
+    }
+
+    /// This rank's reasons to stop, before a step.
+    fn local_votes(&self, interrupter: &Interrupter) -> StopVotes {
+        // The interrupter first: whatever set it has set its reason before.
+        let stopping = interrupter.should_stop();
+        let requested = self.control.stop_requested();
+        let non_finite = self.control.non_finite().is_some();
+        StopVotes {
+            requested,
+            non_finite,
+            interrupted: stopping && !requested && !non_finite,
+            data_failed: false,
+        }
+    }
+
+    /// The NaN another rank saw: the metrics are averaged over the ranks, so this rank's own
+    /// (asynchronous) metrics report it too, a moment later.
+    fn non_finite_seen_by_the_group(&self, rank: u32) -> StopReason {
+        let waited = std::time::Instant::now();
+        while waited.elapsed() < std::time::Duration::from_secs(10) {
+            if let Some(why) = self.control.non_finite() {
+                return StopReason::NonFinite(why);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        StopReason::DataParallel(Arc::new(DataParallelError::GroupStopped {
+            rank,
+            reason: "a training metric was NaN or ∞",
+        }))
+    }
+}
+
+/// What rank 0 decided at the end of an epoch, as every rank learns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Continue = 0,
+    EarlyStopped = 1,
+    NonFinite = 2,
+    CheckpointFailed = 3,
+    DataError = 4,
+}
+
+impl Verdict {
+    fn of(stop: Option<&StopReason>) -> Self {
+        match stop {
+            None => Self::Continue,
+            Some(StopReason::EarlyStopped(_)) => Self::EarlyStopped,
+            Some(StopReason::NonFinite(_)) => Self::NonFinite,
+            Some(StopReason::DataError(_)) => Self::DataError,
+            Some(_) => Self::CheckpointFailed,
+        }
+    }
+
+    fn from_code(code: f32) -> Self {
+        match code.round() as i32 {
+            1 => Self::EarlyStopped,
+            2 => Self::NonFinite,
+            3 => Self::CheckpointFailed,
+            4 => Self::DataError,
+            _ => Self::Continue,
+        }
+    }
+
+    /// How a rank other than 0 stops.
+    fn stop(self, rank: u32, epoch: usize) -> Option<StopReason> {
+        let reason = match self {
+            Self::Continue => return None,
+            Self::EarlyStopped => return Some(StopReason::EarlyStopped(epoch)),
+            Self::NonFinite => "a validation metric was NaN or ∞",
+            Self::CheckpointFailed => "its checkpoint could not be written",
+            Self::DataError => "its data failed",
+        };
+        Some(StopReason::DataParallel(Arc::new(
+            DataParallelError::GroupStopped { rank, reason },
+        )))
     }
 }
 
@@ -236,11 +348,25 @@ where
             Ok(marker)
         };
 
-        for epoch in self.first_epoch..=components.num_epochs {
+        let group = self.data_parallel.as_deref();
+        // Only rank 0 of a data-parallel group validates and checkpoints.
+        let writes = group.is_none_or(DataParallel::is_rank_zero);
+        let rank = group.map_or(0, DataParallel::rank);
+        let inner_device = self.device.inner();
+        // The step outputs of a metrics window, added up over the ranks.
+        let merge = |item: <LC::TrainingModel as TrainStep>::Output| match group {
+            None => Ok(item),
+            Some(group) => item.merge_ranks(group),
+        };
+
+        'epochs: for epoch in self.first_epoch..=components.num_epochs {
             let global = Progress {
                 items_processed: epoch,
                 items_total: components.num_epochs,
             };
+            if let Some(order) = &self.epoch_order {
+                order.start_epoch(epoch);
+            }
 
             // The step outputs stay on the device and are added up; one read per window of
             // `metrics_every_steps` steps (and at the end of the epoch) feeds the metrics, so
@@ -248,17 +374,73 @@ where
             let mut iterator = train_loader.iter();
             let mut iteration = 0;
             let mut window = Window::default();
-            while let Some(batch) = iterator.next() {
+            // A data-parallel group stops where any rank voted to, all ranks at the same step.
+            let mut votes = StopVotes::default();
+            loop {
+                let Some(batch) = iterator.next() else {
+                    // A rank whose data ran out early (an example failed to load) takes part in
+                    // the step the others are in, with no gradients, and says why.
+                    if let Some(group) = group
+                        && iteration < self.steps_per_epoch
+                    {
+                        let local = StopVotes {
+                            data_failed: true,
+                            ..self.local_votes(&interrupter)
+                        };
+                        match group.average_gradients(
+                            &learner.model(),
+                            GradientsParams::new(),
+                            local,
+                        ) {
+                            Ok((_, voted)) => votes = voted,
+                            Err(error) => {
+                                stop = StopReason::DataParallel(Arc::new(error));
+                                break 'epochs;
+                            }
+                        }
+                    }
+                    break;
+                };
                 iteration += 1;
                 learner.lr_step();
                 let progress = iterator.progress();
+                let local = match group {
+                    Some(_) => self.local_votes(&interrupter),
+                    None => StopVotes::default(),
+                };
                 let output = learner.train_step(batch);
-                learner.optimizer_step(output.grads);
+                let grads = match group {
+                    None => output.grads,
+                    Some(group) => {
+                        match group.average_gradients(&learner.model(), output.grads, local) {
+                            Ok((mean, voted)) => {
+                                votes = voted;
+                                mean
+                            }
+                            Err(error) => {
+                                stop = StopReason::DataParallel(Arc::new(error));
+                                break 'epochs;
+                            }
+                        }
+                    }
+                };
+                learner.optimizer_step(grads);
                 window.add(output.item, progress, iteration);
-                let stopping = interrupter.should_stop();
+                let stopping = match group {
+                    Some(_) => votes.any(),
+                    None => interrupter.should_stop(),
+                };
                 if (window.steps >= self.metrics_every_steps || stopping)
+                    && !votes.data_failed
                     && let Some((item, progress, iteration)) = window.take()
                 {
+                    let item = match merge(item) {
+                        Ok(item) => item,
+                        Err(error) => {
+                            stop = StopReason::DataParallel(Arc::new(error));
+                            break 'epochs;
+                        }
+                    };
                     processor.process_train(LearnerEvent::ProcessedItem(TrainingItem::new(
                         item,
                         progress,
@@ -271,7 +453,17 @@ where
                     break;
                 }
             }
-            if let Some((item, progress, iteration)) = window.take() {
+            // (After a rank's data failed, the ranks' windows differ: not added up.)
+            if !votes.data_failed
+                && let Some((item, progress, iteration)) = window.take()
+            {
+                let item = match merge(item) {
+                    Ok(item) => item,
+                    Err(error) => {
+                        stop = StopReason::DataParallel(Arc::new(error));
+                        break 'epochs;
+                    }
+                };
                 processor.process_train(LearnerEvent::ProcessedItem(TrainingItem::new(
                     item,
                     progress,
@@ -282,11 +474,69 @@ where
             }
             processor.process_train(LearnerEvent::EndEpoch(epoch));
 
-            if let Some(why) = self.data_error() {
+            // A failed data source stops the run (every rank, when any rank's failed).
+            let data_error = self.data_error();
+            if let Some(group) = group {
+                let failed = match group
+                    .agree::<<TrainingBackend<LC> as AutodiffBackend>::InnerBackend>(
+                        "checking the data",
+                        &[if data_error.is_some() { 1.0 } else { 0.0 }],
+                        inner_device,
+                    ) {
+                    Ok(failed) => failed[0] > 0.0,
+                    Err(error) => {
+                        stop = StopReason::DataParallel(Arc::new(error));
+                        break;
+                    }
+                };
+                if failed {
+                    stop = match data_error {
+                        Some(why) => StopReason::DataError(why),
+                        None => {
+                            StopReason::DataParallel(Arc::new(DataParallelError::GroupStopped {
+                                rank,
+                                reason: "another rank's data failed",
+                            }))
+                        }
+                    };
+                    break;
+                }
+            } else if let Some(why) = data_error {
                 stop = StopReason::DataError(why);
                 break;
             }
-            if interrupter.should_stop() {
+
+            if let Some(group) = group
+                && votes.any()
+            {
+                stop = if votes.non_finite {
+                    match self.control.non_finite() {
+                        Some(why) => StopReason::NonFinite(why),
+                        None => self.non_finite_seen_by_the_group(group.rank()),
+                    }
+                } else if votes.requested {
+                    if writes {
+                        // As below: under the previous epoch's number.
+                        match save(&learner, epoch - 1, false) {
+                            Ok(marker) => {
+                                last_checkpoint = Some(marker);
+                                StopReason::UserStop(epoch)
+                            }
+                            Err(why) => StopReason::CheckpointFailed(why),
+                        }
+                    } else {
+                        StopReason::UserStop(epoch)
+                    }
+                } else {
+                    StopReason::CheckpointFailed(CheckpointFailure::Interrupted {
+                        message: interrupter
+                            .get_message()
+                            .unwrap_or_else(|| "interrupted on another rank".into()),
+                    })
+                };
+                break;
+            }
+            if group.is_none() && interrupter.should_stop() {
                 // A NaN is reported asynchronously by the metrics; let them catch up first.
                 if let Some(why) = self.control.non_finite() {
                     stop = StopReason::NonFinite(why);
@@ -310,56 +560,79 @@ where
                 break;
             }
 
-            let model = learner.model().valid();
-            let mut iterator = valid_loader.iter();
-            let mut iteration = 0;
-            let mut window = Window::default();
-            while let Some(batch) = iterator.next() {
-                iteration += 1;
-                let progress = iterator.progress();
-                window.add(model.step(batch), progress, iteration);
-                if window.steps >= self.metrics_every_steps
-                    && let Some((item, progress, iteration)) = window.take()
-                {
-                    processor.process_valid(LearnerEvent::ProcessedItem(TrainingItem::new(
-                        item,
-                        progress,
-                        global.clone(),
-                        Some(iteration),
-                        None,
-                    )));
+            // Rank 0 (or the only process) validates, checkpoints and decides whether to go on.
+            let mut decision = None;
+            if writes {
+                decision = 'rank_zero: {
+                    let model = learner.model().valid();
+                    let mut iterator = valid_loader.iter();
+                    let mut iteration = 0;
+                    let mut window = Window::default();
+                    while let Some(batch) = iterator.next() {
+                        iteration += 1;
+                        let progress = iterator.progress();
+                        window.add(model.step(batch), progress, iteration);
+                        if window.steps >= self.metrics_every_steps
+                            && let Some((item, progress, iteration)) = window.take()
+                        {
+                            processor.process_valid(LearnerEvent::ProcessedItem(
+                                TrainingItem::new(
+                                    item,
+                                    progress,
+                                    global.clone(),
+                                    Some(iteration),
+                                    None,
+                                ),
+                            ));
+                        }
+                    }
+                    if let Some((item, progress, iteration)) = window.take() {
+                        processor.process_valid(LearnerEvent::ProcessedItem(TrainingItem::new(
+                            item,
+                            progress,
+                            global.clone(),
+                            Some(iteration),
+                            None,
+                        )));
+                    }
+                    processor.process_valid(LearnerEvent::EndEpoch(epoch));
+                    if let Some(why) = self.data_error() {
+                        break 'rank_zero Some(StopReason::DataError(why));
+                    }
+                    if let Some(why) = self.control.non_finite() {
+                        break 'rank_zero Some(StopReason::NonFinite(why));
+                    }
+                    match save(&learner, epoch, true) {
+                        Ok(marker) => last_checkpoint = Some(marker),
+                        Err(why) => break 'rank_zero Some(StopReason::CheckpointFailed(why)),
+                    }
+                    if let Some(strategy) = &mut early_stopping
+                        && strategy.should_stop(epoch, &components.event_store)
+                    {
+                        break 'rank_zero Some(StopReason::EarlyStopped(epoch));
+                    }
+                    None
+                };
+            }
+            if let Some(group) = group {
+                let code = Verdict::of(decision.as_ref()) as i32 as f32;
+                match group.agree::<<TrainingBackend<LC> as AutodiffBackend>::InnerBackend>(
+                    "hearing rank 0's decision",
+                    &[if writes { code } else { 0.0 }],
+                    inner_device,
+                ) {
+                    Ok(verdict) if !writes => {
+                        decision = Verdict::from_code(verdict[0]).stop(rank, epoch)
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        stop = StopReason::DataParallel(Arc::new(error));
+                        break;
+                    }
                 }
             }
-            if let Some((item, progress, iteration)) = window.take() {
-                processor.process_valid(LearnerEvent::ProcessedItem(TrainingItem::new(
-                    item,
-                    progress,
-                    global.clone(),
-                    Some(iteration),
-                    None,
-                )));
-            }
-            processor.process_valid(LearnerEvent::EndEpoch(epoch));
-            if let Some(why) = self.data_error() {
-                stop = StopReason::DataError(why);
-                break;
-            }
-            if let Some(why) = self.control.non_finite() {
-                stop = StopReason::NonFinite(why);
-                break;
-            }
-
-            match save(&learner, epoch, true) {
-                Ok(marker) => last_checkpoint = Some(marker),
-                Err(why) => {
-                    stop = StopReason::CheckpointFailed(why);
-                    break;
-                }
-            }
-            if let Some(strategy) = &mut early_stopping
-                && strategy.should_stop(epoch, &components.event_store)
-            {
-                stop = StopReason::EarlyStopped(epoch);
+            if let Some(why) = decision {
+                stop = why;
                 break;
             }
         }

@@ -28,6 +28,8 @@ use crate::checkpoint::{
 };
 use crate::condition::{check_splits, condition_source};
 use crate::config::{LrSchedule, TrainingConfig};
+use crate::data_parallel::{DataParallel, DataParallelError};
+use crate::epoch_order::{EpochOrder, OrderedDataset};
 use crate::error::TrainError;
 use crate::metrics::{Kl, LogLikelihood, NegElbo, TermMetric};
 use crate::optimizer::{OptimizerConfig, VaeOptimizer};
@@ -108,6 +110,7 @@ where
     data_health: Option<DataHealth>,
     /// A problem with the data found when it was given, reported by `fit`.
     data_error: Option<TrainError>,
+    data_parallel: Option<Arc<DataParallel>>,
 }
 
 impl<B, E, D> Trainer<B, E, D>
@@ -135,6 +138,7 @@ where
             control: None,
             data_health: None,
             data_error: None,
+            data_parallel: None,
         }
     }
 
@@ -197,6 +201,7 @@ where
             control: self.control,
             data_health: self.data_health,
             data_error: None,
+            data_parallel: self.data_parallel,
         }
     }
 
@@ -317,6 +322,20 @@ where
         self
     }
 
+    /// Train as one rank of a data-parallel group (see [`crate::data_parallel`]): every rank
+    /// calls `fit` with the same model architecture, data and settings. `training.batch_size`
+    /// is the global batch, a multiple of the number of ranks N; each rank takes 1/N of every
+    /// global batch, so N ranks train what one process would with that batch (the last
+    /// examples mod N of each epoch's order are left out). Rank 0's model — fresh, or its
+    /// checkpoint with the optimizer state when resuming — is where every rank starts. Only
+    /// rank 0 validates and writes (the run directory and `resume` are ignored elsewhere); the
+    /// training metrics are averaged over the ranks. Seed each rank's backend differently: the
+    /// latent noise of its examples should not repeat another rank's.
+    pub fn data_parallel(mut self, group: Arc<DataParallel>) -> Self {
+        self.data_parallel = Some(group);
+        self
+    }
+
     /// Trains (or resumes) and returns the trained model with its history.
     pub fn fit(self) -> Result<TrainResult<TrainedVae<B, E, D>>, TrainError> {
         let Self {
@@ -331,8 +350,30 @@ where
             control,
             data_health,
             data_error,
+            data_parallel: group,
         } = self;
         config.validate()?;
+        let (nodes, rank) = group
+            .as_ref()
+            .map_or((1, 0), |g| (g.nodes() as usize, g.rank() as usize));
+        if config.batch_size % nodes != 0 {
+            return Err(TrainError::setting(
+                "training.batch_size",
+                config.batch_size,
+                format!(
+                    "must be a multiple of the number of ranks ({nodes}): it is the global batch, split evenly"
+                ),
+            ));
+        }
+        if nodes > 1 && config.num_workers > 0 {
+            return Err(TrainError::setting(
+                "training.num_workers",
+                config.num_workers,
+                "must be 0 with data-parallel training: several loading threads deliver batches in an order that differs per rank",
+            ));
+        }
+        // Only rank 0 of a data-parallel group reads and writes the run directory.
+        let writes = rank == 0;
         if let Some(error) = data_error {
             return Err(error);
         }
@@ -356,6 +397,13 @@ where
         let (Some(train), Some(valid)) = (train, valid) else {
             return Err(TrainError::NoData);
         };
+        if nodes > 1 && train.len() < nodes {
+            return Err(TrainError::setting(
+                "data",
+                format!("{} training examples", train.len()),
+                format!("needs at least one per rank ({nodes})"),
+            ));
+        }
         if valid.is_empty() && config.early_stopping_patience > 0 {
             return Err(TrainError::setting(
                 "training.early_stopping_patience",
@@ -394,14 +442,14 @@ where
             "a training step",
             crate::memory::training_step_bytes(
                 model.num_params(),
-                config.batch_size.min(train.len()),
+                (config.batch_size / nodes).min(train.len()),
                 config.samples_per_step(),
                 model.data_dim(),
             ),
             "lower training.batch_size or the samples per step (training.latent_samples, training.importance_bound)",
         )?;
         // Without a run directory, burn-train still needs one for its checkpoints and logs.
-        let (run_dir, _temporary) = match run_dir {
+        let (run_dir, _temporary) = match run_dir.filter(|_| writes) {
             Some(dir) => (dir, None),
             None => {
                 let tmp = tempfile::tempdir().map_err(|e| TrainError::file("$TMPDIR", e))?;
@@ -412,7 +460,11 @@ where
 
         let checkpoints = checkpoints_dir(&run_dir);
         let checkpoint_dir = checkpoints.join("checkpoint");
-        let log = checkpoint_to_resume(&run_dir, resume, config.epochs, false)?;
+        let log = if writes {
+            checkpoint_to_resume(&run_dir, resume, config.epochs, false)?
+        } else {
+            None
+        };
         type Model<B, E, D> = TrainableVae<B, E, D>;
         type OptimRecord<B, E, D> = <OptimizerAdaptor<VaeOptimizer, Model<B, E, D>, B> as Optimizer<
             Model<B, E, D>,
@@ -444,10 +496,19 @@ where
             history.train.retain(|e| e.epoch <= m.epoch);
             history.valid.retain(|e| e.epoch <= m.epoch);
         }
-        let first_epoch = start.map_or(1, |m| m.epoch + 1);
+        let mut first_epoch = start.map_or(1, |m| m.epoch + 1);
         let steps_done = start.map_or(0, |m| m.optimizer_steps);
 
-        let batches_per_epoch = train.len().div_ceil(config.batch_size);
+        // Each epoch's order, and this rank's part of every global batch.
+        let rank_batch = config.batch_size / nodes;
+        let order = Arc::new(EpochOrder::new(
+            train.len(),
+            config.seed,
+            config.batch_size,
+            nodes,
+            rank,
+        ));
+        let batches_per_epoch = order.len().div_ceil(rank_batch);
         let step_objective = match (config.importance_bound, config.total_correlation) {
             (Some(bound), _) => StepObjective::ImportanceBound(bound),
             (None, Some(objective)) => StepObjective::TotalCorrelation {
@@ -465,15 +526,64 @@ where
         )
         .with_step_objective(step_objective);
         let steps: Arc<AtomicU64> = trainable.step_counter();
+        let resume_fallback = restored.as_ref().and_then(|r| r.fallback.clone());
+        let mut records = restored.map(|r| StartRecords {
+            examples: train.len(),
+            first_epoch,
+            steps_done,
+            model: r.model,
+            optimizer: Some((r.optim, r.scheduler)),
+        });
+        if let Some(group) = &group {
+            // Every rank starts from rank 0's record: its values and its ParamIds, so that its
+            // optimizer state (keyed by them) loads everywhere.
+            let message = match writes {
+                true => Some(
+                    records
+                        .take()
+                        .unwrap_or_else(|| StartRecords {
+                            examples: train.len(),
+                            first_epoch,
+                            steps_done,
+                            model: trainable.clone().into_record(),
+                            optimizer: None,
+                        })
+                        .encode::<B>()?,
+                ),
+                false => None,
+            };
+            let bytes = group.share_from_rank_zero::<B::InnerBackend>(
+                "sharing rank 0's model and optimizer state",
+                message,
+                &device,
+            )?;
+            let start = StartRecords::decode::<B>(&bytes, &device).map_err(|problem| {
+                DataParallelError::FromRankZero {
+                    rank: rank as u32,
+                    what: "the model and optimizer state",
+                    problem,
+                }
+            })?;
+            if start.examples != train.len() {
+                return Err(DataParallelError::Setting(format!(
+                    "rank {rank} has {} training examples but rank 0 has {}: every rank must load the same dataset",
+                    train.len(),
+                    start.examples
+                ))
+                .into());
+            }
+            first_epoch = start.first_epoch;
+            steps.store(start.steps_done, std::sync::atomic::Ordering::Relaxed);
+            records = Some(start);
+        }
 
-        // A different shuffle per resumed segment, the same for the same run and seed.
+        // Drawn through the epoch order (no shuffling of the loader's own).
         let train_loader: Arc<dyn DataLoader<B, ImageBatch<B>>> =
             DataLoaderBuilder::new(batcher.clone())
-                .batch_size(config.batch_size)
-                .shuffle(config.seed.wrapping_add(first_epoch as u64))
+                .batch_size(rank_batch)
                 .num_workers(config.num_workers)
                 .set_device(device.clone())
-                .build(train.clone());
+                .build(OrderedDataset::new(train.clone(), order.clone()));
         let valid_loader: Arc<dyn DataLoader<B::InnerBackend, ImageBatch<B::InnerBackend>>> =
             DataLoaderBuilder::new(batcher)
                 .batch_size(config.batch_size)
@@ -494,7 +604,9 @@ where
             steps,
             data_health,
             outcome.clone(),
-        );
+        )
+        .with_epoch_order(order, rank_batch)
+        .with_data_parallel(group);
         let mut training = SupervisedTraining::new(&checkpoints, train_loader, valid_loader)
             .metrics((
                 TermMetric::<NegElbo>::default(),
@@ -535,11 +647,12 @@ where
         );
         let optimizer = config.optimizer.init::<B, TrainableVae<B, E, D>>();
         let mut learner = Learner::new(trainable, optimizer, scheduler);
-        let resume_fallback = restored.as_ref().and_then(|r| r.fallback.clone());
-        if let Some(restored) = restored {
-            learner.load_model(restored.model);
-            learner.load_optim(restored.optim);
-            learner.load_scheduler(restored.scheduler);
+        if let Some(records) = records {
+            learner.load_model(records.model);
+            if let Some((optim, scheduler)) = records.optimizer {
+                learner.load_optim(optim);
+                learner.load_scheduler(scheduler);
+            }
         }
         let result = training.launch(learner);
 
@@ -603,6 +716,101 @@ pub(crate) fn checkpoint_to_resume(
             })
         }
         (true, Some(log)) => Ok(Some(log)),
+    }
+}
+
+/// Where training starts: the model's record and, when resuming, the optimizer's and the
+/// scheduler's — what rank 0 sends every rank of a data-parallel group.
+struct StartRecords<M, O> {
+    /// Rank 0's number of training examples (every rank must have the same data).
+    examples: usize,
+    first_epoch: usize,
+    steps_done: u64,
+    model: M,
+    optimizer: Option<(O, usize)>,
+}
+
+type StartRecorder = burn::record::NamedMpkBytesRecorder<burn::record::FullPrecisionSettings>;
+
+impl<M, O> StartRecords<M, O> {
+    /// `first_epoch`, `steps_done`, then each record as a length and its MessagePack bytes
+    /// (an empty optimizer record: a fresh start).
+    fn encode<B: Backend>(self) -> Result<Vec<u8>, TrainError>
+    where
+        M: Record<B>,
+        O: Record<B>,
+    {
+        use burn::record::Recorder;
+        let recorder = StartRecorder::default();
+        let bytes = |e: burn::record::RecorderError| {
+            TrainError::from(DataParallelError::Setting(format!(
+                "rank 0's record could not be serialised: {e}"
+            )))
+        };
+        let model = Recorder::<B>::record(&recorder, self.model, ()).map_err(bytes)?;
+        let (optim, scheduler) = match self.optimizer {
+            Some((optim, scheduler)) => (
+                Recorder::<B>::record(&recorder, optim, ()).map_err(bytes)?,
+                scheduler,
+            ),
+            None => (Vec::new(), 0),
+        };
+        let mut out = Vec::with_capacity(48 + model.len() + optim.len());
+        for word in [
+            self.examples as u64,
+            self.first_epoch as u64,
+            self.steps_done,
+            scheduler as u64,
+            model.len() as u64,
+        ] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        out.extend_from_slice(&model);
+        out.extend_from_slice(&(optim.len() as u64).to_le_bytes());
+        out.extend_from_slice(&optim);
+        Ok(out)
+    }
+
+    /// The inverse of [`encode`](Self::encode).
+    fn decode<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Self, String>
+    where
+        M: Record<B>,
+        O: Record<B>,
+    {
+        use burn::record::Recorder;
+        let mut at: usize = 0;
+        let mut take = |n: usize| -> Result<&[u8], String> {
+            let part = at
+                .checked_add(n)
+                .and_then(|end| bytes.get(at..end))
+                .ok_or_else(|| format!("{} bytes, cut short at byte {at}", bytes.len()))?;
+            at += n;
+            Ok(part)
+        };
+        let mut word = || -> Result<u64, String> {
+            Ok(u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")))
+        };
+        let (examples, first_epoch, steps_done, scheduler, model_len) =
+            (word()?, word()?, word()?, word()?, word()?);
+        let recorder = StartRecorder::default();
+        let model = Recorder::<B>::load::<M>(&recorder, take(model_len as usize)?.to_vec(), device)
+            .map_err(|e| format!("the model record: {e}"))?;
+        let optim_len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
+        let optimizer = match optim_len {
+            0 => None,
+            n => Some((
+                Recorder::<B>::load::<O>(&recorder, take(n as usize)?.to_vec(), device)
+                    .map_err(|e| format!("the optimizer record: {e}"))?,
+                scheduler as usize,
+            )),
+        };
+        Ok(Self {
+            examples: examples as usize,
+            first_epoch: first_epoch as usize,
+            steps_done,
+            model,
+            optimizer,
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 //! the test files are modules of one binary rather than binaries of their own.
 
 mod common;
+mod data_parallel;
 mod reliability;
 mod run;
 mod syncs;
